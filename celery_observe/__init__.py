@@ -1,0 +1,27 @@
+"""celery-observe: every Celery worker serves its own metrics, probes and status."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .bootstep import ObserveConsumerStep, ObserveStep, install
+from .config import ObserveConfig, ObserveConfigError, resolve_config
+from .observer import Observer
+from .outcome import Outcome
+
+try:
+    __version__ = version("celery-observe")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ObserveConfig",
+    "ObserveConfigError",
+    "ObserveConsumerStep",
+    "ObserveStep",
+    "Observer",
+    "Outcome",
+    "__version__",
+    "install",
+    "resolve_config",
+]

@@ -1,0 +1,407 @@
+"""Thread-safe TTL + LRU cache with statistics, for snapshots costly to build.
+
+Inspecting Celery is slow (a broadcast, a broker round trip) while its answers stay good
+for seconds; caching keeps dashboards and probes from loading the cluster. Counting
+rules, all under one lock so the figures add up (``total_requests = hits + misses``):
+
+- hits: lookups served from a fresh entry, including ``get_or_compute`` callers that
+  waited for another thread's computation of the same key and got its value;
+- misses: lookups finding nothing or an expired entry, or waiting on a computation
+  that raised; sets: values stored by ``set`` or a finished ``get_or_compute``;
+- expirations: expired entries removed, by a lookup or by the periodic cleanup;
+- evictions: entries dropped (least recently used first) because the cache was full;
+- invalidations: entries removed by ``invalidate``, ``invalidate_pattern``, ``clear``.
+
+An entry set at ``t`` with ttl ``d`` is fresh while ``clock() < t + d``. Expired entries
+are purged lazily by a get/set once ``cleanup_interval`` has passed since the last
+purge, so no background thread is needed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import threading
+import time
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+#: The seed's caches: name -> (ttl seconds, max entries), tuned to data volatility.
+CACHE_SPECS: Final[Mapping[str, tuple[float, int]]] = types.MappingProxyType(
+    {
+        "task_status": (2.0, 500),
+        "worker_status": (5.0, 100),
+        "queue_status": (3.0, 100),
+        "metrics_summary": (5.0, 100),
+        "health_check": (10.0, 50),
+    }
+)
+
+_MISSING: Final = object()  # distinguishes "no entry" from a cached None
+
+
+class _Entry(NamedTuple):
+    value: Any
+    stored_at: float
+    expires_at: float
+
+
+class _Flight:
+    """One in-progress computation that later callers for the same key wait on."""
+
+    __slots__ = ("done", "error", "store", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.store = True  # cleared when the key is invalidated mid-computation
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(part / whole * 100, 2) if whole else 0.0
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        msg = f"{name} must be a number of seconds greater than 0, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+class MetricsCache:
+    """A bounded cache whose entries expire after a TTL; least recent use goes first."""
+
+    def __init__(
+        self,
+        default_ttl: float = 5.0,
+        max_size: int = 100,
+        cleanup_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "",
+    ) -> None:
+        self._default_ttl = _check_positive("default_ttl", default_ttl)
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            msg = f"max_size must be an integer of at least 1, got {max_size!r}"
+            raise ValueError(msg)
+        self._max_size = max_size
+        self._cleanup_interval = _check_positive("cleanup_interval", cleanup_interval)
+        self._clock = clock
+        self.name = name
+        self._lock = threading.Lock()
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._last_cleanup = clock()
+        self._hits = self._misses = self._sets = 0
+        self._evictions = self._expirations = self._invalidations = 0
+
+    @property
+    def default_ttl(self) -> float:
+        return self._default_ttl
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
+    # Private helpers from here to get(): the caller holds self._lock.
+    def _maybe_cleanup(self, now: float) -> None:
+        if now - self._last_cleanup < self._cleanup_interval:
+            return
+        self._last_cleanup = now
+        expired = [k for k, e in self._data.items() if now >= e.expires_at]
+        for key in expired:
+            del self._data[key]
+        self._expirations += len(expired)
+
+    def _lookup(self, key: str, now: float) -> Any:
+        """Return the fresh value (made most recent) or _MISSING; counts only expiry."""
+        self._maybe_cleanup(now)
+        entry = self._data.get(key)
+        if entry is None:
+            return _MISSING
+        if now >= entry.expires_at:
+            del self._data[key]
+            self._expirations += 1
+            return _MISSING
+        self._data.move_to_end(key)
+        return entry.value
+
+    def _store(self, key: str, value: Any, ttl: float, now: float) -> None:
+        if key in self._data:
+            del self._data[key]
+        while len(self._data) >= self._max_size:
+            self._data.popitem(last=False)
+            self._evictions += 1
+        self._data[key] = _Entry(value, now, now + ttl)
+        self._sets += 1
+
+    def _remove(self, match: Callable[[str], bool]) -> int:
+        """Invalidate matching entries; matching computations in flight won't store."""
+        for key, flight in self._flights.items():
+            if match(key):
+                flight.store = False
+        doomed = [key for key in self._data if match(key)]
+        for key in doomed:
+            del self._data[key]
+        self._invalidations += len(doomed)
+        return len(doomed)
+
+    def _ttl(self, ttl: float | None) -> float:
+        return self._default_ttl if ttl is None else _check_positive("ttl", ttl)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the cached value, or ``default`` when absent or expired."""
+        with self._lock:
+            value = self._lookup(key, self._clock())
+            if value is _MISSING:
+                self._misses += 1
+                return default
+            self._hits += 1
+            return value
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` for ``ttl`` seconds (the cache's default when None)."""
+        seconds = self._ttl(ttl)
+        with self._lock:
+            now = self._clock()
+            self._maybe_cleanup(now)
+            self._store(key, value, seconds, now)
+
+    def invalidate(self, key: str) -> bool:
+        """Remove one entry; True if it was there. A running computation won't store."""
+        with self._lock:
+            return self._remove(lambda k: k == key) == 1
+
+    def invalidate_pattern(self, pattern: str) -> int:
+        """Remove entries whose key matches a case-sensitive glob such as ``task_*``."""
+        with self._lock:
+            return self._remove(lambda k: fnmatch.fnmatchcase(k, pattern))
+
+    def clear(self) -> int:
+        """Remove every entry and return how many there were."""
+        with self._lock:
+            return self._remove(lambda k: True)
+
+    def age(self, key: str) -> float | None:
+        """Seconds since a fresh entry was stored (for ``X-Cache-Age``); None if absent.
+
+        Read-only: it neither counts a request nor refreshes recency.
+        """
+        with self._lock:
+            now = self._clock()
+            entry = self._data.get(key)
+            if entry is None or now >= entry.expires_at:
+                return None
+            return now - entry.stored_at
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], T], ttl: float | None = None
+    ) -> tuple[T, bool]:
+        """Return ``(value, was_hit)``, running ``compute`` once per key at a time.
+
+        Concurrent callers missing one key wait for the first caller's result instead of
+        all querying Celery; if ``compute`` raises, each gets the exception and nothing
+        is cached. The lock is not held while computing, so keys compute in parallel.
+        """
+        seconds = self._ttl(ttl)
+        with self._lock:
+            value = self._lookup(key, self._clock())
+            if value is not _MISSING:
+                self._hits += 1
+                return cast(T, value), True
+            flight = self._flights.get(key)
+            owner = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                self._misses += 1
+        if not owner:
+            flight.done.wait()
+            with self._lock:
+                if flight.error is not None:
+                    self._misses += 1
+                    raise flight.error
+                self._hits += 1
+                return cast(T, flight.value), True
+        try:
+            result = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._flights[key]
+                flight.error = exc
+                flight.done.set()
+            raise
+        with self._lock:
+            del self._flights[key]
+            if flight.store:
+                self._store(key, result, seconds, self._clock())
+            flight.value = result
+            flight.done.set()
+        return result, False
+
+    def cached(
+        self, ttl: float | None = None, key_prefix: str = ""
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a function so its results are cached per argument set.
+
+        The key is ``key_prefix + qualname + repr(args) + repr(sorted kwargs)``, so
+        same-named functions sharing a cache need distinct prefixes. Call
+        ``__wrapped__`` to bypass the cache (the seed's ``use_cache=false``).
+        """
+        self._ttl(ttl)  # fail at decoration time, not on the first call
+
+        def decorate(func: Callable[P, T]) -> Callable[P, T]:
+            @functools.wraps(func)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                arguments = f"{args!r}{sorted(kwargs.items())!r}"
+                key = f"{key_prefix}{func.__qualname__}{arguments}"
+                return self.get_or_compute(key, lambda: func(*args, **kwargs), ttl)[0]
+
+            return wrapper
+
+        return decorate
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the seed's statistics fields; percentages rounded to 2 decimals."""
+        with self._lock:
+            size = len(self._data)  # may include expired entries awaiting cleanup
+            total = self._hits + self._misses
+            return {
+                "size": size,
+                "max_size": self._max_size,
+                "utilization_percent": _percent(size, self._max_size),
+                "hits": self._hits,
+                "misses": self._misses,
+                "hit_rate_percent": _percent(self._hits, total),
+                "sets": self._sets,
+                "evictions": self._evictions,
+                "expirations": self._expirations,
+                "invalidations": self._invalidations,
+                "total_requests": total,
+            }
+
+
+class CacheSet:
+    """The five monitoring caches of the seed, one per kind of endpoint."""
+
+    def __init__(
+        self,
+        overrides: Mapping[str, tuple[float, int]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        specs = dict(CACHE_SPECS)
+        for name, spec in (overrides or {}).items():
+            self._check_name(name)
+            specs[name] = spec
+        self._caches = {
+            name: MetricsCache(default_ttl=ttl, max_size=size, clock=clock, name=name)
+            for name, (ttl, size) in specs.items()
+        }
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if name not in CACHE_SPECS:
+            valid = ", ".join(CACHE_SPECS)
+            msg = f"unknown cache name {name!r}; valid names are: {valid}"
+            raise ValueError(msg)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._caches)
+
+    def get(self, name: str) -> MetricsCache:
+        """Return the cache called ``name``; ValueError lists the valid names."""
+        self._check_name(name)
+        return self._caches[name]
+
+    def invalidate(self, name: str | None = None) -> int:
+        """Clear one cache, or all when ``name`` is None; returns entries removed."""
+        if name is None:
+            return sum(cache.clear() for cache in self._caches.values())
+        return self.get(name).clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Per-cache statistics plus a summary; the caller adds the timestamp."""
+        caches = {name: cache.get_stats() for name, cache in self._caches.items()}
+        hits = sum(s["hits"] for s in caches.values())
+        misses = sum(s["misses"] for s in caches.values())
+        total = hits + misses
+        return {
+            "caches": caches,
+            "summary": {
+                "total_hits": hits,
+                "total_misses": misses,
+                "total_requests": total,
+                "overall_hit_rate_percent": _percent(hits, total),
+            },
+        }
+
+
+_default_set: CacheSet | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache_set() -> CacheSet:
+    """The process-wide CacheSet, created on first use rather than at import."""
+    global _default_set
+    if _default_set is None:
+        with _default_lock:
+            if _default_set is None:
+                _default_set = CacheSet()
+    return _default_set
+
+
+def get_task_status_cache() -> MetricsCache:
+    return default_cache_set().get("task_status")
+
+
+def get_worker_status_cache() -> MetricsCache:
+    return default_cache_set().get("worker_status")
+
+
+def get_queue_status_cache() -> MetricsCache:
+    return default_cache_set().get("queue_status")
+
+
+def get_metrics_summary_cache() -> MetricsCache:
+    return default_cache_set().get("metrics_summary")
+
+
+def get_health_check_cache() -> MetricsCache:
+    return default_cache_set().get("health_check")
+
+
+def invalidate_all_metrics_caches() -> int:
+    """Clear every process-wide cache; returns the number of entries removed."""
+    return default_cache_set().invalidate()
+
+
+class CacheCollector:
+    """Prometheus collector of a CacheSet's own figures; the caller registers it."""
+
+    _FAMILIES: Final = (
+        (CounterMetricFamily, "hits", "Lookups served from a fresh entry."),
+        (CounterMetricFamily, "misses", "Lookups that found no fresh entry."),
+        (CounterMetricFamily, "evictions", "Entries dropped as the cache was full."),
+        (CounterMetricFamily, "expirations", "Entries removed as their TTL passed."),
+        (GaugeMetricFamily, "size", "Entries stored, expired ones until cleanup."),
+        (GaugeMetricFamily, "max_size", "Entries held before evicting."),
+    )
+
+    def __init__(self, cache_set: CacheSet) -> None:
+        self._cache_set = cache_set
+
+    def collect(self) -> Iterable[Metric]:
+        caches = self._cache_set.stats()["caches"]
+        for family_cls, field, doc in self._FAMILIES:
+            family = family_cls(f"celery_observe_cache_{field}", doc, labels=["cache"])
+            for name, stats in caches.items():
+                family.add_metric([name], stats[field])
+            yield family

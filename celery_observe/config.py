@@ -1,0 +1,178 @@
+"""The one place where celery-observe's settings are read, parsed and validated.
+
+Every setting can come from four places; the first that gives a value wins:
+
+1. the worker command line (``--observe-port 9540``),
+2. the app's configuration (``app.conf.observe_port = 9540``; with Django's
+   ``namespace="CELERY"`` that is ``CELERY_OBSERVE_PORT`` in settings.py),
+3. the environment (``CELERY_OBSERVE_PORT=9540``),
+4. the default below.
+
+A bad value raises :class:`ObserveConfigError` naming the setting, where it came
+from, the value and what would be accepted, so the worker refuses to start
+instead of running half-observed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import ImproperlyConfigured
+
+#: Buckets of the metrics guide: tasks that take seconds to hours.
+DEFAULT_BUCKETS: tuple[float, ...] = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+#: For workloads of short tasks, where the guide's buckets put everything in the first one.
+FAST_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)
+BUCKET_PRESETS: dict[str, tuple[float, ...]] = {"default": DEFAULT_BUCKETS, "fast": FAST_BUCKETS}
+
+DEFAULT_PORT = 9540
+
+
+class ObserveConfigError(ImproperlyConfigured):  # type: ignore[misc]
+    """A celery-observe setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ObserveConfig:
+    """Resolved settings of one observed worker."""
+
+    enabled: bool = False
+    port: int = DEFAULT_PORT
+    address: str = "0.0.0.0"
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    liveness_timeout: float = 60.0
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+def _parse_port(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a port number")
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a whole number from 0 to 65535 (0 picks a free port)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a whole number from 0 to 65535 (0 picks a free port)")
+    return port
+
+
+def _parse_address(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(ch.isspace() for ch in text):
+        raise ValueError("expected an interface address such as 0.0.0.0, 127.0.0.1 or ::")
+    return text
+
+
+def _parse_buckets(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        name = value.strip().lower()
+        if name in BUCKET_PRESETS:
+            return BUCKET_PRESETS[name]
+        parts: list[Any] = [part for part in value.split(",") if part.strip()]
+    else:
+        parts = list(value)
+    hint = (
+        "expected a preset name (" + ", ".join(sorted(BUCKET_PRESETS)) + ") or "
+        "comma-separated upper bounds in seconds, increasing, e.g. 0.1,0.5,1,5"
+    )
+    try:
+        bounds = tuple(float(part) for part in parts)
+    except (TypeError, ValueError):
+        raise ValueError(hint) from None
+    if not bounds or any(not math.isfinite(b) or b <= 0 for b in bounds):
+        raise ValueError(hint)
+    if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
+        raise ValueError(hint)
+    return bounds
+
+
+def _parse_seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds greater than 0") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expected a number of seconds greater than 0")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of :class:`ObserveConfig` is spelled in each source."""
+
+    field: str
+    flag: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def cli_name(self) -> str:
+        """The keyword click passes the flag's value under."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def conf_key(self) -> str:
+        return "observe_" + self.field
+
+    @property
+    def env_var(self) -> str:
+        return "CELERY_OBSERVE_" + self.field.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("enabled", "--observe", _parse_bool,
+            "Serve /metrics and probes from this worker and record every task outcome."),
+    Setting("port", "--observe-port", _parse_port,
+            f"Port of the worker's HTTP server (default {DEFAULT_PORT}; 0 picks a free port)."),
+    Setting("address", "--observe-address", _parse_address,
+            "Interface the HTTP server listens on (default 0.0.0.0)."),
+    Setting("buckets", "--observe-buckets", _parse_buckets,
+            "Task duration buckets: 'default' (1 s to 2 h), 'fast' (5 ms to 60 s) "
+            "or comma-separated seconds."),
+    Setting("liveness_timeout", "--observe-liveness-timeout", _parse_seconds,
+            "Seconds without a tick of the worker's event loop before /healthz "
+            "answers 503 (default 60)."),
+)
+
+
+def resolve_config(
+    cli: Mapping[str, Any] | None = None,
+    conf: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ObserveConfig:
+    """Build the config from CLI options, app.conf and environment (default: os.environ)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        for source, key, mapping in (
+            ("command line option " + setting.flag, setting.cli_name, cli),
+            ("app.conf." + setting.conf_key, setting.conf_key, conf),
+            ("environment variable " + setting.env_var, setting.env_var, env),
+        ):
+            raw = mapping.get(key) if mapping is not None else None
+            if raw is None:
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                message = f"celery-observe: {source} has the value {raw!r}, which is not valid"
+                raise ObserveConfigError(f"{message}: {exc}.") from None
+            break
+    return ObserveConfig(**values)

@@ -1,0 +1,121 @@
+"""Every Prometheus metric a worker exports, defined on a registry the caller owns.
+
+Names and labels follow the metrics guide (``../shared/seeds/metrics-guide.md``) so that
+dashboards and alert rules written for it work unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: Every value of the ``status`` label of ``celery_task_total``.
+STATUSES: tuple[str, ...] = ("success", "failure", "retry", "revoked", "rejected")
+
+
+class FailureRate(Collector):
+    """``celery_task_failure_rate``: failures per minute over the last 60 seconds.
+
+    Counts live in 60 one-second slots per task name, so memory per task is fixed and
+    recording a failure is O(1); the sum is taken only when Prometheus scrapes.
+    """
+
+    WINDOW = 60
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: dict[str, list[list[int]]] = {}  # name -> [[second, count] x WINDOW]
+
+    def add(self, task_name: str) -> None:
+        second = int(self._clock())
+        with self._lock:
+            slots = self._slots.get(task_name)
+            if slots is None:
+                slots = self._slots[task_name] = [[-1, 0] for _ in range(self.WINDOW)]
+            slot = slots[second % self.WINDOW]
+            if slot[0] != second:
+                slot[0], slot[1] = second, 0
+            slot[1] += 1
+
+    def per_minute(self, task_name: str) -> float:
+        """Failures of ``task_name`` seen in the last 60 s (0 for an unknown name)."""
+        oldest = int(self._clock()) - self.WINDOW
+        with self._lock:
+            slots = self._slots.get(task_name, ())
+            return float(sum(count for second, count in slots if second > oldest))
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "celery_task_failure_rate",
+            "Task failures per minute over a rolling 1-minute window.",
+            labels=["task_name"],
+        )
+        with self._lock:
+            names = list(self._slots)
+        for name in names:
+            family.add_metric([name], self.per_minute(name))
+        yield family
+
+
+class TaskMetrics:
+    """The task and worker metric families of one observed worker."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
+        self.registry = registry
+        self.task_total = Counter(
+            "celery_task_total",
+            "Tasks finished by this worker, by outcome.",
+            ["task_name", "status"],
+            registry=registry,
+        )
+        self.task_duration = Histogram(
+            "celery_task_duration_seconds",
+            "Time from the start of a task's execution to its outcome.",
+            ["task_name", "status"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.active_tasks = Gauge(
+            "celery_active_tasks",
+            "Tasks executing now.",
+            ["task_name"],
+            registry=registry,
+        )
+        self.task_errors = Counter(
+            "celery_task_errors_total",
+            "Failed tasks by exception class.",
+            ["task_name", "error_type"],
+            registry=registry,
+        )
+        self.task_retries = Counter(
+            "celery_task_retries_total",
+            "Task retries by the exception class that caused them.",
+            ["task_name", "reason"],
+            registry=registry,
+        )
+        self.task_timeouts = Counter(
+            "celery_task_timeouts_total",
+            "Tasks that exceeded their soft or hard time limit.",
+            ["task_name"],
+            registry=registry,
+        )
+        self.failure_rate = FailureRate()
+        registry.register(self.failure_rate)
+        self.worker_info = Gauge(
+            "celery_worker_info",
+            "Always 1; labels describe the worker.",
+            ["worker_name", "celery_version", "pool", "concurrency"],
+            registry=registry,
+        )
+        self.internal_errors = Counter(
+            "celery_observe_internal_errors_total",
+            "Faults inside celery-observe itself, swallowed so the worker lives on.",
+            ["component"],
+            registry=registry,
+        )

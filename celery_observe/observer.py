@@ -1,0 +1,193 @@
+"""Everything one observed worker owns: metrics, recorder, task hooks, probes and server.
+
+The bootsteps only call into this object, so the whole runtime can be built and driven
+in a test without a worker around it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import celery
+from celery import bootsteps
+from celery.worker import state as worker_state
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from .config import ObserveConfig
+from .faults import FaultLog
+from .health import ProbeResult, liveness, readiness
+from .http import ObserveHTTPServer, Response, Route, json_response
+from .instrument import TaskInstrumentation
+from .metrics import TaskMetrics
+from .recorder import Recorder
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger("celery_observe")
+
+_SOLO_POOLS = {"solo"}
+
+
+def _snapshot(requests: Iterable[Any]) -> list[Any]:
+    """Copy one of Celery's live request sets, which the main loop may change meanwhile."""
+    for _ in range(5):
+        try:
+            return list(requests)
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+    return []
+
+
+def _pool_name(worker: Any) -> str:
+    pool_cls = getattr(worker, "pool_cls", None)
+    module = getattr(pool_cls, "__module__", "") or ""
+    return module.rsplit(".", 1)[-1] if module.startswith("celery.concurrency.") else str(
+        getattr(pool_cls, "__name__", pool_cls))
+
+
+class Observer:
+    """The observation runtime of one worker."""
+
+    def __init__(self, app: Celery, config: ObserveConfig,
+                 registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = TaskMetrics(self.registry, config.buckets)
+        self.faults = FaultLog(self.metrics.internal_errors)
+        self.recorder = Recorder(self.metrics, clock=clock)
+        self.instrumentation = TaskInstrumentation(app, self.recorder, self.faults)
+        self.server: ObserveHTTPServer | None = None
+        self.worker: Any = None
+        self.consumer: Any = None
+        self.pool_name = "unknown"
+        self._clock = clock
+        self._last_tick: float | None = None
+        self._hub: Any = None
+
+    # --- lifecycle, called by the bootsteps ---------------------------------------------
+
+    def attach(self, worker: Any) -> None:
+        """Bind to the worker being built and hook its tasks before strategies exist."""
+        self.worker = worker
+        self.pool_name = _pool_name(worker)
+        self.metrics.worker_info.labels(
+            worker.hostname, celery.__version__, self.pool_name, str(worker.concurrency)).set(1)
+        self.instrumentation.apply()
+
+    def start(self) -> None:
+        """Start the HTTP server; a busy port is logged and the worker runs on without it."""
+        try:
+            self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
+                                            self.faults)
+        except OSError as exc:
+            logger.error(
+                "celery-observe: cannot listen on %s:%s (%s). The worker runs on and keeps "
+                "recording, but /metrics and the probes are not served. Give each worker on "
+                "this host its own port with --observe-port (or observe_port / "
+                "CELERY_OBSERVE_PORT), or 0 for any free port.",
+                self.config.address, self.config.port, exc.strerror or exc)
+            return
+        self.server.start()
+        logger.info("celery-observe: serving /metrics, /healthz, /readyz and /status on %s:%s",
+                    self.config.address, self.server.bound_port)
+
+    def consumer_started(self, consumer: Any) -> None:
+        """Hook tasks registered late and follow the event loop's ticks (each (re)connect)."""
+        self.consumer = consumer
+        if self.instrumentation.apply():
+            consumer.update_strategies()
+        hub = getattr(consumer, "hub", None)
+        if hub is not None and hasattr(hub, "on_tick"):
+            self._hub = hub
+            self._last_tick = self._clock()
+            hub.on_tick.add(self.tick)
+
+    def tick(self) -> None:
+        """Called by the worker's event loop on every iteration."""
+        self._last_tick = self._clock()
+
+    def stop(self) -> None:
+        """Stop serving, release the port and unhook the tasks; idempotent."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+        if self._hub is not None:
+            self._hub.on_tick.discard(self.tick)
+            self._hub = None
+        self.instrumentation.restore()
+
+    @property
+    def bound_port(self) -> int | None:
+        return self.server.bound_port if self.server is not None else None
+
+    # --- what the endpoints answer ------------------------------------------------------
+
+    def liveness(self) -> ProbeResult:
+        tick_age = None if self._last_tick is None else self._clock() - self._last_tick
+        inline = self.pool_name in _SOLO_POOLS and bool(_snapshot(worker_state.active_requests))
+        return liveness(tick_age, self.config.liveness_timeout, inline)
+
+    def readiness(self) -> ProbeResult:
+        consumer = self.consumer
+        started = consumer is not None and consumer.blueprint.state == bootsteps.RUN
+        return readiness(
+            started=started,
+            connected=started and consumer.connection is not None,
+            consuming=started and getattr(consumer, "task_consumer", None) is not None,
+            shutting_down=bool(worker_state.should_stop or worker_state.should_terminate),
+        )
+
+    def status(self) -> dict[str, Any]:
+        worker = self.worker
+        active = _snapshot(worker_state.active_requests)
+        now = time.time()
+        return {
+            "hostname": getattr(worker, "hostname", None),
+            "pid": os.getpid(),
+            "pool": self.pool_name,
+            "concurrency": getattr(worker, "concurrency", None),
+            "celery_version": celery.__version__,
+            "active": [
+                {"id": request.id, "name": request.name, "worker_pid": request.worker_pid,
+                 "runtime_seconds": None if request.time_start is None
+                 else round(now - request.time_start, 3)}
+                for request in active
+            ],
+            "active_count": len(active),
+            "reserved_count": len(_snapshot(worker_state.reserved_requests)) - len(active),
+            "counts": self.recorder.counts(),
+            "ready": self.readiness().ok,
+        }
+
+    def metrics_response(self, headers: Mapping[str, str]) -> Response:
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        body = encoder(self.registry)
+        extra: tuple[tuple[str, str], ...] = ()
+        if gzip_accepted(headers.get("accept-encoding", "")):
+            body = gzip.compress(body, compresslevel=6)
+            extra = (("Content-Encoding", "gzip"),)
+        return Response(200, body, content_type, extra)
+
+    def routes(self) -> dict[str, Route]:
+        def probe(check: Callable[[], ProbeResult]) -> Route:
+            def route(_headers: Mapping[str, str]) -> Response:
+                result = check()
+                return json_response(result.http_status, result.body)
+            return route
+
+        return {
+            "/metrics": self.metrics_response,
+            "/healthz": probe(self.liveness),
+            "/readyz": probe(self.readiness),
+            "/status": lambda _headers: json_response(200, self.status()),
+        }
+

@@ -1,0 +1,113 @@
+"""Turns the start and the outcome of each task execution into metric updates.
+
+Runs in the worker's main process on the hot path of every task, so each task name's
+label children are bound once and reused (``.labels()`` costs a lock and a dict lookup of
+a tuple of strings per call).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .metrics import STATUSES, TaskMetrics
+from .outcome import Outcome
+
+
+class _TaskSeries:
+    """The bound label children of one task name."""
+
+    __slots__ = (
+        "_durations",
+        "_errors",
+        "_metrics",
+        "_name",
+        "_retries",
+        "active",
+        "timeouts",
+        "total",
+    )
+
+    def __init__(self, metrics: TaskMetrics, name: str) -> None:
+        self._name = name
+        self._metrics = metrics
+        # Every status starts at 0 so that rate() sees the first outcome of each.
+        self.total: dict[str, Counter] = {s: metrics.task_total.labels(name, s) for s in STATUSES}
+        self.active: Gauge = metrics.active_tasks.labels(name)
+        self.timeouts: Counter = metrics.task_timeouts.labels(name)
+        self._durations: dict[str, Histogram] = {}
+        self._errors: dict[str, Counter] = {}
+        self._retries: dict[str, Counter] = {}
+
+    def duration(self, status: str) -> Histogram:
+        child = self._durations.get(status)
+        if child is None:
+            child = self._durations[status] = self._metrics.task_duration.labels(self._name, status)
+        return child
+
+    def errors(self, error_type: str) -> Counter:
+        child = self._errors.get(error_type)
+        if child is None:
+            child = self._errors[error_type] = self._metrics.task_errors.labels(
+                self._name, error_type)
+        return child
+
+    def retries(self, reason: str) -> Counter:
+        child = self._retries.get(reason)
+        if child is None:
+            child = self._retries[reason] = self._metrics.task_retries.labels(self._name, reason)
+        return child
+
+
+class Recorder:
+    """Records task starts and outcomes on a :class:`TaskMetrics`."""
+
+    def __init__(self, metrics: TaskMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self._clock = clock
+        self._series: dict[str, _TaskSeries] = {}
+        self._lock = threading.Lock()
+
+    def series(self, task_name: str) -> _TaskSeries:
+        series = self._series.get(task_name)
+        if series is None:
+            with self._lock:
+                series = self._series.get(task_name)
+                if series is None:
+                    series = self._series[task_name] = _TaskSeries(self.metrics, task_name)
+        return series
+
+    def started(self, task_name: str) -> None:
+        """A task began executing in the pool."""
+        self.series(task_name).active.inc()
+
+    def finished(self, task_name: str, outcome: Outcome, started_at: float | None) -> None:
+        """A task execution ended; ``started_at`` is its monotonic start, None if it never ran."""
+        series = self.series(task_name)
+        if started_at is not None:
+            series.active.dec()
+        if outcome.timed_out:
+            series.timeouts.inc()
+        status = outcome.status
+        if status not in series.total:  # ignored: frees the worker, is no outcome
+            return
+        series.total[status].inc()
+        if started_at is not None:
+            series.duration(status).observe(max(0.0, self._clock() - started_at))
+        if outcome.error_type is not None:
+            series.errors(outcome.error_type).inc()
+            self.metrics.failure_rate.add(task_name)
+        if outcome.retry_reason is not None:
+            series.retries(outcome.retry_reason).inc()
+
+    def counts(self) -> dict[str, int]:
+        """Outcomes recorded so far, by status, over all task names."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for family in self.metrics.task_total.collect():
+            for sample in family.samples:
+                if sample.name == "celery_task_total":
+                    counts[sample.labels["status"]] += int(sample.value)
+        return counts
