@@ -8,10 +8,13 @@ connection beyond that is closed at once, so no client can pin threads or memory
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,12 +128,21 @@ class _Server(ThreadingHTTPServer):
         logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
+def _close_in_child(server_ref: weakref.ref[_Server]) -> None:
+    server = server_ref()
+    if server is not None:
+        server.socket.close()  # the child's copy only; the parent keeps listening
+
+
 class ObserveHTTPServer:
     """Serves ``routes`` on a daemon thread until :meth:`stop`."""
 
     def __init__(self, address: str, port: int, routes: Mapping[str, Route], faults: FaultLog,
                  max_connections: int = 32) -> None:
         self._server = _Server((address, port), routes, faults, max_connections)
+        # Pool children forked later (e.g. --max-tasks-per-child) must not hold the port.
+        os.register_at_fork(after_in_child=functools.partial(_close_in_child,
+                                                             weakref.ref(self._server)))
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()

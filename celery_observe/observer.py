@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import celery
-from celery import bootsteps
+from celery import bootsteps, concurrency
 from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
@@ -46,10 +46,12 @@ def _snapshot(requests: Iterable[Any]) -> list[Any]:
 
 
 def _pool_name(worker: Any) -> str:
+    """The pool's name as given to ``-P`` (prefork, threads, solo, ...)."""
     pool_cls = getattr(worker, "pool_cls", None)
-    module = getattr(pool_cls, "__module__", "") or ""
-    return module.rsplit(".", 1)[-1] if module.startswith("celery.concurrency.") else str(
-        getattr(pool_cls, "__name__", pool_cls))
+    path = f"{getattr(pool_cls, '__module__', '')}:{getattr(pool_cls, '__name__', '')}"
+    names = {target: alias for alias, target in concurrency.ALIASES.items()
+             if alias != "processes"}
+    return names.get(path, getattr(pool_cls, "__name__", str(pool_cls)))
 
 
 class Observer:
@@ -80,7 +82,7 @@ class Observer:
         self.worker = worker
         self.pool_name = _pool_name(worker)
         self.metrics.worker_info.labels(
-            worker.hostname, celery.__version__, self.pool_name, str(worker.concurrency)).set(1)
+            worker.hostname, celery.__version__, self.pool_name, str(self.concurrency)).set(1)
         self.instrumentation.apply()
 
     def start(self) -> None:
@@ -126,6 +128,12 @@ class Observer:
         self.instrumentation.restore()
 
     @property
+    def concurrency(self) -> int | None:
+        """What the pool really runs at once (the solo pool ignores -c)."""
+        pool = getattr(self.worker, "pool", None)
+        return getattr(pool, "limit", None) or getattr(self.worker, "concurrency", None)
+
+    @property
     def bound_port(self) -> int | None:
         return self.server.bound_port if self.server is not None else None
 
@@ -154,7 +162,7 @@ class Observer:
             "hostname": getattr(worker, "hostname", None),
             "pid": os.getpid(),
             "pool": self.pool_name,
-            "concurrency": getattr(worker, "concurrency", None),
+            "concurrency": self.concurrency,
             "celery_version": celery.__version__,
             "active": [
                 {"id": request.id, "name": request.name, "worker_pid": request.worker_pid,

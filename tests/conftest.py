@@ -1,0 +1,65 @@
+"""Real brokers for the tests, and the rule for when they are missing.
+
+Broker tests talk to the Redis and RabbitMQ servers on 127.0.0.1. Without them a test
+skips with the reason, unless CELERY_OBSERVE_REQUIRE_BROKERS=1 (as on CI), where a
+missing broker fails the test instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+BROKERS = {
+    "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),
+    "rabbitmq": ("127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
+}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def broker_url(name: str, db: int = 11) -> str:
+    """The URL of a real broker, or skip (fail on CI) when it is not running."""
+    host, port, template = BROKERS[name]
+    if not _reachable(host, port):
+        reason = f"{name} is not running on {host}:{port}"
+        if os.environ.get("CELERY_OBSERVE_REQUIRE_BROKERS") == "1":
+            pytest.fail(f"{reason}, and CELERY_OBSERVE_REQUIRE_BROKERS=1 forbids skipping")
+        pytest.skip(reason)
+    return template.format(db=db)
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def broker(request: pytest.FixtureRequest) -> str:
+    """Each real broker in turn."""
+    return broker_url(request.param)
+
+
+@pytest.fixture
+def queue_name() -> Iterator[str]:
+    """A queue no other test uses, so leftovers of one test never reach another."""
+    yield f"observe-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client(broker: str, queue_name: str) -> Iterator[Celery]:
+    """A producer app on ``broker``; deletes the test's queue afterwards."""
+    app = Celery("client", broker=broker, set_as_current=False)
+    app.conf.broker_connection_retry_on_startup = True
+    yield app
+    with app.connection_for_write() as connection:
+        with contextlib.suppress(Exception):  # the worker may have deleted it already
+            connection.default_channel.queue_delete(queue_name)
+    app.close()

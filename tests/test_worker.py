@@ -1,0 +1,103 @@
+"""A real `celery worker --observe`: its endpoints, a busy port, and every kind of shutdown."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import socket
+
+import psutil
+import pytest
+from celery import Celery
+
+from .workers import WorkerProcess, parse_metrics, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def test_probes_and_status_answer(broker: str, client: Celery, queue_name: str) -> None:
+    """/healthz and /readyz are 200 and /status describes the worker and its outcomes."""
+    with WorkerProcess(broker, queue_name, pool="threads", concurrency=3) as worker:
+        client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)
+        wait_until(lambda: json.loads(worker.get("/status")[2])["counts"]["success"] == 1,
+                   20, "the task to succeed")
+        status_code, _, body = worker.get("/healthz")
+        assert status_code == 200 and json.loads(body)["status"] == "alive"
+        status_code, _, body = worker.get("/readyz")
+        assert (status_code, json.loads(body)) == (200, {"status": "ready"})
+        status = json.loads(worker.get("/status")[2])
+    assert status["hostname"] == worker.hostname
+    assert (status["pool"], status["concurrency"], status["active_count"]) == ("threads", 3, 0)
+    assert status["counts"] == {"success": 1, "failure": 0, "retry": 0, "revoked": 0,
+                                "rejected": 0}
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_metrics_negotiates_format_and_compression(broker: str, queue_name: str) -> None:
+    """/metrics is Prometheus text, OpenMetrics when asked, and gzip when accepted."""
+    with WorkerProcess(broker, queue_name, pool="solo") as worker:
+        _, headers, text = worker.get("/metrics")
+        _, om_headers, openmetrics = worker.get(
+            "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+        _, gz_headers, zipped = worker.get("/metrics", {"Accept-Encoding": "gzip"})
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert om_headers["Content-Type"].startswith("application/openmetrics-text")
+    assert openmetrics.endswith(b"# EOF\n")
+    assert gz_headers["Content-Encoding"] == "gzip"
+    info = parse_metrics(gzip.decompress(zipped).decode())
+    assert info[("celery_worker_info", frozenset({
+        ("worker_name", worker.hostname), ("pool", "solo"), ("concurrency", "1"),
+        ("celery_version", __import__("celery").__version__)}))] == 1.0
+    assert b"celery_task_total" in text
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_busy_port_leaves_the_worker_running(broker: str, client: Celery,
+                                             queue_name: str) -> None:
+    """When the port is taken the worker logs how to fix it and still processes tasks."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = WorkerProcess(broker, queue_name, pool="solo", port=port)
+        worker.start(serving=False)
+        try:
+            client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)
+            inspect = client.control.inspect([worker.hostname], timeout=1)
+            wait_until(lambda: (inspect.stats() or {}).get(worker.hostname, {}).get("total"),
+                       20, "the worker to process a task")
+            assert worker.process is not None and worker.process.poll() is None
+        finally:
+            worker.stop()
+    log = worker.log()
+    assert f"cannot listen on 127.0.0.1:{port}" in log
+    assert "--observe-port" in log
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_shutdown_releases_the_port(broker: str, client: Celery, queue_name: str,
+                                    sig: signal.Signals) -> None:
+    """Warm and cold shutdown free the port, even with a pool child forked after the server."""
+    worker = WorkerProcess(broker, queue_name, pool="prefork", concurrency=1,
+                           extra_args=("--max-tasks-per-child", "1"))
+    worker.start()
+    assert worker.process is not None
+    main = psutil.Process(worker.process.pid)
+    first_children = {child.pid for child in main.children()}
+    client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)  # recycles the child
+    wait_until(lambda: worker.metrics().get(
+        ("celery_task_total", frozenset({("task_name", "tests.workerapp.add"),
+                                         ("status", "success")}))), 20, "the task")
+    forked_later = wait_until(
+        lambda: [c for c in main.children() if c.pid not in first_children], 20, "a new child")
+    for child in forked_later:
+        assert not [c for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    worker.stop(sig)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", worker.port or 0), timeout=2)
+    with socket.socket() as again:  # as a restarted worker would: fails while anyone listens
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", worker.port or 0))
+        again.listen()
