@@ -49,9 +49,9 @@ def _pool_name(worker: Any) -> str:
     """The pool's name as given to ``-P`` (prefork, threads, solo, ...)."""
     pool_cls = getattr(worker, "pool_cls", None)
     path = f"{getattr(pool_cls, '__module__', '')}:{getattr(pool_cls, '__name__', '')}"
-    names = {target: alias for alias, target in concurrency.ALIASES.items()
-             if alias != "processes"}
-    return names.get(path, getattr(pool_cls, "__name__", str(pool_cls)))
+    names: dict[str, str] = {target: alias for alias, target in concurrency.ALIASES.items()
+                              if alias != "processes"}
+    return names.get(path) or str(getattr(pool_cls, "__name__", pool_cls))
 
 
 class Observer:

@@ -59,7 +59,7 @@ def client(broker: str, queue_name: str) -> Iterator[Celery]:
     app = Celery("client", broker=broker, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
     yield app
-    with app.connection_for_write() as connection:
-        with contextlib.suppress(Exception):  # the worker may have deleted it already
-            connection.default_channel.queue_delete(queue_name)
+    # The worker may have deleted the queue already.
+    with app.connection_for_write() as connection, contextlib.suppress(Exception):
+        connection.default_channel.queue_delete(queue_name)
     app.close()
