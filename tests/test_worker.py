@@ -65,8 +65,11 @@ def test_busy_port_leaves_the_worker_running(broker: str, client: Celery,
         try:
             client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)
             inspect = client.control.inspect([worker.hostname], timeout=1)
-            wait_until(lambda: (inspect.stats() or {}).get(worker.hostname, {}).get("total"),
-                       20, "the worker to process a task")
+            stats = wait_until(
+                lambda: (inspect.stats() or {}).get(worker.hostname, {}).get("total") and
+                inspect.stats()[worker.hostname], 20, "the worker to process a task")
+            assert stats["total"] == {"tests.workerapp.add": 1}
+            assert stats["celery_observe"] == {"address": "127.0.0.1", "port": None}
             assert worker.process is not None and worker.process.poll() is None
         finally:
             worker.stop()
