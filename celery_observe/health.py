@@ -23,13 +23,15 @@ class ProbeResult:
         return 200 if self.ok else 503
 
 
-def liveness(tick_age: float | None, timeout: float, inline_task_running: bool) -> ProbeResult:
+def liveness(tick_age: float | None, timeout: float, *, inline_task_running: bool = False,
+             reconnecting: bool = False) -> ProbeResult:
     """Alive while the worker's event loop ticked within ``timeout`` seconds.
 
     ``tick_age`` is None for workers without an event loop (brokers kombu polls, such as
-    ``filesystem://``): they are alive as long as the process answers. With the solo pool a
-    task runs inside the loop and stops its ticks, so a running task keeps the worker alive
-    (bound such tasks with a time limit).
+    ``filesystem://``): they are alive as long as the process answers. Two waits stop the
+    ticks without the worker being stuck: with the solo pool a task runs inside the loop
+    (bound such tasks with a time limit), and while the broker is down the consumer waits
+    between reconnect attempts; restarting the worker would help neither.
     """
     body: dict[str, Any] = {"status": "alive", "loop_tick_age_seconds": tick_age,
                             "timeout_seconds": timeout}
@@ -37,6 +39,9 @@ def liveness(tick_age: float | None, timeout: float, inline_task_running: bool) 
         return ProbeResult(True, body)
     if inline_task_running:
         body["reason"] = "the event loop is running a task (solo pool)"
+        return ProbeResult(True, body)
+    if reconnecting:
+        body["reason"] = "the worker is waiting to reconnect to the broker"
         return ProbeResult(True, body)
     body["status"] = "stuck"
     body["reason"] = f"the worker's event loop has not ticked for {tick_age:.1f} s"

@@ -142,7 +142,9 @@ class Observer:
     def liveness(self) -> ProbeResult:
         tick_age = None if self._last_tick is None else self._clock() - self._last_tick
         inline = self.pool_name in _SOLO_POOLS and bool(_snapshot(worker_state.active_requests))
-        return liveness(tick_age, self.config.liveness_timeout, inline)
+        reconnecting = self.consumer is not None and self.consumer.connection is None
+        return liveness(tick_age, self.config.liveness_timeout, inline_task_running=inline,
+                        reconnecting=reconnecting)
 
     def readiness(self) -> ProbeResult:
         consumer = self.consumer

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, signals
 from celery.exceptions import Reject
 
 app = Celery("workerapp", broker=os.environ.get("CELERY_OBSERVE_TEST_BROKER", "memory://"))
@@ -72,3 +72,15 @@ def exit_child_once(marker: str) -> str:
         path.write_text("died once")
         os._exit(1)
     return "survived"
+
+
+@app.task
+def block_main_loop() -> None:
+    """Does nothing itself; receiving it blocks the worker's main loop (see below)."""
+
+
+@signals.task_received.connect
+def _block_the_main_loop(request: object = None, **_: object) -> None:
+    """A receiver in the main process that hangs, as a deadlocked main loop would."""
+    if getattr(request, "name", None) == "tests.workerapp.block_main_loop":
+        time.sleep(4)

@@ -1,0 +1,109 @@
+"""Liveness and readiness follow the real state of a worker's loop and broker connection."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from celery_observe.health import liveness, readiness
+
+from .conftest import broker_url
+from .workers import WorkerProcess, wait_until
+
+
+def test_liveness_rules() -> None:
+    """Stale ticks fail liveness unless a solo task or a reconnect explains them."""
+    assert liveness(None, 60).ok
+    assert liveness(59.0, 60).ok
+    assert not liveness(61.0, 60).ok
+    assert liveness(61.0, 60, inline_task_running=True).ok
+    assert liveness(61.0, 60, reconnecting=True).ok
+    assert liveness(61.0, 60).http_status == 503
+
+
+def test_readiness_reasons() -> None:
+    """Readiness is 200 only when started, connected, consuming and not shutting down."""
+    ready = {"started": True, "connected": True, "consuming": True, "shutting_down": False}
+    assert readiness(**ready).ok
+    for field, value, reason in (("shutting_down", True, "shutting down"),
+                                 ("started", False, "not started"),
+                                 ("connected", False, "not connected"),
+                                 ("consuming", False, "not consuming")):
+        result = readiness(**{**ready, field: value})
+        assert not result.ok and reason in result.body["reason"]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_blocked_main_loop_fails_liveness_then_recovers(broker: str, client: Celery,
+                                                         queue_name: str) -> None:
+    """/healthz turns 503 while the main loop hangs past the timeout, and 200 after."""
+    with WorkerProcess(broker, queue_name, pool="prefork", concurrency=1,
+                       extra_args=("--observe-liveness-timeout", "1")) as worker:
+        assert worker.status_code("/healthz") == 200
+        client.send_task("tests.workerapp.block_main_loop", queue=queue_name)
+        wait_until(lambda: worker.status_code("/healthz") == 503, 10, "liveness to fail")
+        wait_until(lambda: worker.status_code("/healthz") == 200, 10, "liveness to recover")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, which the test may kill and restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        wait_until(self.answers, 10, "redis-server to listen")
+
+    def answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    broker_url("redis")  # skips (or fails on CI) like every broker test
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis()
+    redis.start()
+    yield redis
+    redis.kill()
+
+
+@pytest.mark.broker
+def test_readiness_follows_the_broker_connection(private_redis: PrivateRedis,
+                                                 queue_name: str) -> None:
+    """/readyz is 503 while the broker is down, 200 after it returns; /healthz stays 200."""
+    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    with WorkerProcess(url, queue_name, pool="threads") as worker:
+        private_redis.kill()
+        wait_until(lambda: worker.status_code("/readyz") == 503, 15, "readiness to fail")
+        assert worker.status_code("/healthz") == 200
+        private_redis.start()
+        wait_until(lambda: worker.status_code("/readyz") == 200, 30, "readiness to return")
+        assert worker.status_code("/healthz") == 200
