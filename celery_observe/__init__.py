@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .bootstep import ObserveConsumerStep, ObserveStep, install
+from .cache import CacheSet, MetricsCache
+from .cluster import BrokerUnreachableError, Cluster
 from .config import ObserveConfig, ObserveConfigError, resolve_config
 from .observer import Observer
 from .outcome import Outcome
@@ -15,6 +17,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 __all__ = [
+    "BrokerUnreachableError",
+    "CacheSet",
+    "Cluster",
+    "MetricsCache",
     "ObserveConfig",
     "ObserveConfigError",
     "ObserveConsumerStep",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from celery import bootsteps, signals
 
+from . import control  # noqa: F401 - registers the observe_* remote-control commands
 from .config import SETTINGS, ObserveConfigError, Setting, resolve_config
 from .observer import Observer
 
@@ -114,8 +115,7 @@ def _validate(setting: Setting) -> Any:
 def _worker_option(setting: Setting) -> click.Option:
     from celery.bin.base import CeleryOption
 
-    flag_kwargs: dict[str, Any] = (
-        {"is_flag": True, "flag_value": True} if setting.field == "enabled" else {})
+    flag_kwargs: dict[str, Any] = {"is_flag": True, "flag_value": True} if setting.is_flag else {}
     option: click.Option = CeleryOption(
         [setting.flag], default=None, help=setting.help, help_group="celery-observe Options",
         callback=_validate(setting), expose_value=True, **flag_kwargs)

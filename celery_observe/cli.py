@@ -1,20 +1,232 @@
-"""The ``celery observe`` command group, loaded by Celery through the ``celery.commands``
-entry point on every ``celery`` invocation.
+"""``celery -A proj observe ...``: the cluster from the command line.
 
-Being loaded on every call is also what lets ``celery -A proj worker --observe`` work with
-no code in ``proj``: importing this module registers the worker options.
+Celery loads this group through the ``celery.commands`` entry point on every ``celery``
+invocation. That import is also what lets ``celery -A proj worker --observe`` work with no
+code in ``proj``: it registers the worker options and the ``observe_*`` remote commands.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
 import click
 
 from .bootstep import register_worker_options
+from .cluster import BrokerUnreachableError, Cluster
+from .health import EXIT_CODES, UNHEALTHY
+
+
+def _cluster(ctx: click.Context) -> Cluster:
+    """A client for the app given with -A, closed when the command ends."""
+    app = getattr(ctx.obj, "app", None)
+    if app is None:
+        raise click.UsageError("name the app: celery -A proj observe ...")
+    cluster = Cluster(app, timeout=ctx.params["timeout"],
+                      discovery_timeout=ctx.params["discovery_timeout"], use_cache=False)
+    ctx.call_on_close(cluster.close)
+    return cluster
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain text table with columns as wide as their widest cell."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row]
+                                           for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str) if as_json
+               else render(data))
+
+
+def _run(ctx: click.Context, fetch: Callable[[Cluster], Any]) -> Any:
+    try:
+        return fetch(_cluster(ctx))
+    except BrokerUnreachableError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(2)
+
+
+common = [
+    click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+    click.option("--timeout", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+                 help="Seconds to wait for a known worker that does not answer."),
+    click.option("--discovery-timeout", type=click.FloatRange(min=0.01), default=0.25,
+                 show_default=True, help="Seconds to collect replies when no worker is known."),
+]
+
+
+def with_common(fun: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(common):
+        fun = option(fun)
+    return fun
 
 
 @click.group(name="observe")
 def observe() -> None:
-    """Look at the workers of an observed Celery cluster."""
+    """Status, health, tasks and queues of all workers started with --observe."""
+
+
+def _render_health(data: dict[str, Any], verbose: bool) -> str:
+    lines = [f"{data['status'].upper()}: {data['message']}",
+             f"workers: {data['workers']['worker_count']}"
+             + (f" ({', '.join(data['workers']['active_workers'])})" if verbose else ""),
+             "queues: " + (", ".join(f"{name}={depth}" for name, depth in data["queues"].items())
+                           or "-")]
+    if verbose:
+        for hostname, report in sorted(data.get("details", {}).items()):
+            lines.append(f"  {hostname}: alive={report.get('alive')} ready={report.get('ready')}"
+                         f" active={report.get('active_count')}"
+                         f" reserved={report.get('reserved_count')}")
+    lines += [f"-> {advice}" for advice in data["recommendations"]]
+    return "\n".join(lines)
+
+
+@observe.command()
+@with_common
+@click.option("--verbose", "-v", is_flag=True, help="Show every worker.")
+@click.option("--queue-threshold", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Queue depth above which the cluster is degraded.")
+@click.pass_context
+def health(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+           verbose: bool, queue_threshold: int) -> None:
+    """Healthy (exit 0), degraded (exit 1) or unhealthy (exit 2): usable as an exec probe."""
+    cluster = _cluster(ctx)
+    cluster.queue_threshold = queue_threshold
+    data = cluster.health()
+    _emit(data, as_json, lambda d: _render_health(d, verbose))
+    ctx.exit(EXIT_CODES.get(data["status"], EXIT_CODES[UNHEALTHY]))
+
+
+def _render_workers(data: dict[str, Any]) -> str:
+    rows = [(hostname, w.get("pool"), w.get("concurrency"), w.get("active_count"),
+             w.get("reserved_count"), w.get("counts", {}).get("success"),
+             w.get("counts", {}).get("failure"), "yes" if w.get("ready") else "NO",
+             w.get("http_port"))
+            for hostname, w in sorted(data["workers"].items())]
+    rows += [(hostname, "missing", None, None, None, None, None, "NO", None)
+             for hostname in data["missing"]]
+    if not rows:
+        return "No observed workers answered."
+    return table(rows, ["WORKER", "POOL", "CONC", "ACTIVE", "RESERVED", "SUCCESS", "FAILURE",
+                        "READY", "PORT"])
+
+
+def _render_queues(queues: dict[str, int | None]) -> str:
+    return table([(name, "?" if depth is None else depth) for name, depth in queues.items()],
+                 ["QUEUE", "WAITING"])
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    totals = data["totals"]
+    head = (f"{data['workers_online']} worker(s) online, {totals['active']} active of "
+            f"{totals['concurrency']} slots, {totals['reserved']} reserved  "
+            f"(broker {data['broker']})")
+    return "\n\n".join([head, _render_workers(data), _render_queues(data["queues"])])
+
+
+@observe.command()
+@with_common
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+    """The cluster at a glance: workers, their load and queue depths."""
+    _emit(_run(ctx, Cluster.status), as_json, _render_status)
+
+
+@observe.command()
+@with_common
+@click.pass_context
+def workers(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+    """One line per worker."""
+    data = _run(ctx, Cluster.status)
+    _emit({"workers": data["workers"], "missing": data["missing"]} if as_json else data,
+          as_json, _render_workers)
+
+
+def _render_tasks(data: dict[str, Any]) -> str:
+    rows = [(kind, task["worker"], task["name"], task["id"],
+             task.get("eta") or _clock(task.get("time_start")))
+            for kind in ("running", "reserved", "scheduled") for task in data[kind]]
+    return table(rows, ["STATE", "WORKER", "TASK", "ID", "SINCE/ETA"]) if rows else "No tasks."
+
+
+def _clock(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+
+
+@observe.command()
+@with_common
+@click.pass_context
+def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+    """Running, reserved and scheduled tasks (arguments redacted unless workers opt in)."""
+    _emit(_run(ctx, Cluster.tasks), as_json, _render_tasks)
+
+
+@observe.command()
+@with_common
+@click.pass_context
+def queues(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+    """Messages waiting in each queue the workers consume."""
+    _emit(_run(ctx, Cluster.queues), as_json, lambda d: _render_queues(d["queues"]))
+
+
+def _render_history(data: dict[str, Any]) -> str:
+    rows = [(_clock(t["ended"]), t["worker"], t["name"], t["state"], t["error_type"],
+             None if t["duration_seconds"] is None else f"{t['duration_seconds']:.3f}s",
+             t["id"]) for t in data["tasks"]]
+    return (table(rows, ["ENDED", "WORKER", "TASK", "STATE", "ERROR", "DURATION", "ID"])
+            if rows else "No finished tasks yet.")
+
+
+@observe.command()
+@with_common
+@click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), default=20, show_default=True,
+              help="How many of the latest finished tasks to show.")
+@click.pass_context
+def history(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+            limit: int) -> None:
+    """The latest finished tasks over all workers, newest first."""
+    _emit(_run(ctx, lambda cluster: cluster.history(limit)), as_json, _render_history)
+
+
+@observe.command()
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Stop after this many refreshes (default: until Ctrl-C).")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
+@click.option("--discovery-timeout", type=click.FloatRange(min=0.01), default=0.25,
+              show_default=True)
+@click.pass_context
+def top(ctx: click.Context, interval: float, iterations: int | None, timeout: float,
+        discovery_timeout: float) -> None:
+    """A live view of workers, running tasks and queue depths; Ctrl-C quits."""
+    cluster = _cluster(ctx)
+    clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
+    shown = 0
+    try:
+        while iterations is None or shown < iterations:
+            try:
+                screen = "\n\n".join([
+                    f"celery observe top - {datetime.now():%H:%M:%S} (every {interval:g}s)",
+                    _render_status(cluster.status()), _render_tasks(cluster.tasks())])
+            except BrokerUnreachableError as exc:
+                screen = f"Error: {exc}"
+            click.echo(clear + screen)
+            shown += 1
+            if iterations is None or shown < iterations:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
 
 
 register_worker_options()

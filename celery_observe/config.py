@@ -48,9 +48,12 @@ class ObserveConfig:
     address: str = "0.0.0.0"
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     liveness_timeout: float = 60.0
+    history_size: int = 1000
+    resource_interval: float = 30.0
+    show_task_args: bool = False
 
 
-def _parse_bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -103,6 +106,19 @@ def _parse_buckets(value: Any) -> tuple[float, ...]:
     return bounds
 
 
+def _parse_count(value: Any) -> int:
+    hint = "expected a whole number from 1 to 1000000"
+    if isinstance(value, bool):
+        raise ValueError(hint)
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(hint) from None
+    if not 1 <= count <= 1_000_000:
+        raise ValueError(hint)
+    return count
+
+
 def _parse_seconds(value: Any) -> float:
     try:
         seconds = float(value)
@@ -121,6 +137,7 @@ class Setting:
     flag: str
     parse: Callable[[Any], Any]
     help: str
+    is_flag: bool = False
 
     @property
     def cli_name(self) -> str:
@@ -137,8 +154,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("enabled", "--observe", _parse_bool,
-            "Serve /metrics and probes from this worker and record every task outcome."),
+    Setting("enabled", "--observe", parse_bool,
+            "Serve /metrics and probes from this worker and record every task outcome.",
+            is_flag=True),
     Setting("port", "--observe-port", _parse_port,
             f"Port of the worker's HTTP server (default {DEFAULT_PORT}; 0 picks a free port)."),
     Setting("address", "--observe-address", _parse_address,
@@ -149,6 +167,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("liveness_timeout", "--observe-liveness-timeout", _parse_seconds,
             "Seconds without a tick of the worker's event loop before /healthz "
             "answers 503 (default 60)."),
+    Setting("history_size", "--observe-history-size", _parse_count,
+            "How many finished tasks the worker remembers for `celery observe history` "
+            "and the duration percentiles (default 1000)."),
+    Setting("resource_interval", "--observe-resource-interval", _parse_seconds,
+            "Seconds between samples of memory, CPU, files and threads of the main process "
+            "and each pool child (default 30)."),
+    Setting("show_task_args", "--observe-show-task-args", parse_bool,
+            "Show task arguments in task listings (default: redacted, they may hold "
+            "personal data or secrets).", is_flag=True),
 )
 
 

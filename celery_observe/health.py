@@ -62,3 +62,63 @@ def readiness(*, started: bool, connected: bool, consuming: bool,
     else:
         return ProbeResult(True, {"status": "ready"})
     return ProbeResult(False, {"status": "not ready", "reason": reason})
+
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+#: Exit codes of ``celery observe health``, for exec probes and scripts.
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+
+
+def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
+                   queues: dict[str, int | None], broker_error: str | None,
+                   queue_threshold: int, start_command: str) -> dict[str, Any]:
+    """The monitoring seed's verdict on a cluster: healthy, degraded or unhealthy.
+
+    Unhealthy: the broker cannot be reached, or no worker answers (tasks cannot run).
+    Degraded: tasks run, but a queue is deeper than ``queue_threshold``, a worker that
+    answered before is silent, or a worker reports itself not alive or not ready.
+    """
+    problems: list[str] = []
+    recommendations: list[str] = []
+    if broker_error is not None:
+        status = UNHEALTHY
+        problems.append(f"the broker cannot be reached: {broker_error}")
+        recommendations.append("Check that the broker (Redis/RabbitMQ) is running and reachable "
+                               "with the app's broker_url")
+    elif not workers:
+        status = UNHEALTHY
+        problems.append("No active Celery workers found")
+        recommendations.append(f"Start Celery workers: {start_command}")
+    else:
+        status = HEALTHY
+        for name, depth in sorted(queues.items()):
+            if depth is not None and depth > queue_threshold:
+                problems.append(f"queue {name!r} holds {depth} tasks (threshold {queue_threshold})")
+                recommendations.append(f"Add workers consuming {name!r} or investigate slow tasks")
+        for hostname in sorted(missing):
+            problems.append(f"worker {hostname} stopped answering")
+            recommendations.append(f"Check the logs of {hostname}; restart it if it is gone")
+        for hostname, report in sorted(workers.items()):
+            if not report.get("alive", True):
+                problems.append(f"worker {hostname} is stuck: "
+                                f"{report.get('liveness', {}).get('reason', 'no loop ticks')}")
+                recommendations.append(f"Restart {hostname}")
+            elif not report.get("ready", True):
+                problems.append(f"worker {hostname} is not ready: "
+                                f"{report.get('readiness', {}).get('reason', 'unknown')}")
+        if problems:
+            status = DEGRADED
+    message = "All systems operational" if not problems else "; ".join(problems)
+    return {
+        "status": status,
+        "message": message,
+        "broker_connected": broker_error is None,
+        "workers": {
+            "healthy": bool(workers) and broker_error is None,
+            "active_workers": sorted(workers),
+            "worker_count": len(workers),
+            **({"error": problems[0]} if status == UNHEALTHY else {}),
+        },
+        "queues": {name: -1 if depth is None else depth for name, depth in sorted(queues.items())},
+        "recommendations": recommendations,
+    }

@@ -71,7 +71,7 @@ class ObservedRequestMixin(_RequestBase):
             return
         self._observe_done = True
         try:
-            self._observe_recorder.finished(self.name, outcome, self._observe_started)
+            self._observe_recorder.finished(self.name, outcome, self._observe_started, self.id)
         except Exception as exc:  # noqa: BLE001
             self._observe_faults.report("recorder", exc)
 

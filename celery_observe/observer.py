@@ -19,13 +19,17 @@ from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from .cache import CacheCollector, CacheSet
 from .config import ObserveConfig
 from .faults import FaultLog
 from .health import ProbeResult, liveness, readiness
+from .history import TaskHistory
 from .http import ObserveHTTPServer, Response, Route, json_response
 from .instrument import TaskInstrumentation
 from .metrics import TaskMetrics
+from .queues import QueueLengths
 from .recorder import Recorder
+from .resources import ResourceMonitor, pool_child_pids
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_observe")
 
 _SOLO_POOLS = {"solo"}
+REDACTED = "<redacted: start the worker with --observe-show-task-args to see arguments>"
 
 
 def _snapshot(requests: Iterable[Any]) -> list[Any]:
@@ -65,9 +70,15 @@ class Observer:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = TaskMetrics(self.registry, config.buckets)
         self.faults = FaultLog(self.metrics.internal_errors)
-        self.recorder = Recorder(self.metrics, clock=clock)
+        self.history = TaskHistory(config.history_size)
+        self.recorder = Recorder(self.metrics, self.history, clock=clock)
+        self.caches = CacheSet(clock=clock)
+        self.registry.register(CacheCollector(self.caches))
+        self.queue_lengths = QueueLengths(app, self.queue_names, self.faults)
+        self.registry.register(self.queue_lengths)
         self.instrumentation = TaskInstrumentation(app, self.recorder, self.faults)
         self.server: ObserveHTTPServer | None = None
+        self.resources: ResourceMonitor | None = None
         self.worker: Any = None
         self.consumer: Any = None
         self.pool_name = "unknown"
@@ -84,9 +95,16 @@ class Observer:
         self.metrics.worker_info.labels(
             worker.hostname, celery.__version__, self.pool_name, str(self.concurrency)).set(1)
         self.instrumentation.apply()
+        self.resources = ResourceMonitor(
+            lambda: pool_child_pids(getattr(worker, "pool", None)), self.faults,
+            interval=self.config.resource_interval,
+            max_memory_per_child_kib=getattr(worker, "max_memory_per_child", None))
+        self.registry.register(self.resources)
 
     def start(self) -> None:
-        """Start the HTTP server; a busy port is logged and the worker runs on without it."""
+        """Start the resource monitor and the HTTP server (a busy port is logged, not fatal)."""
+        if self.resources is not None:
+            self.resources.start()
         try:
             self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
                                             self.faults)
@@ -122,6 +140,9 @@ class Observer:
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+        if self.resources is not None:
+            self.resources.stop()
+        self.queue_lengths.close()
         if self._hub is not None:
             self._hub.on_tick.discard(self.tick)
             self._hub = None
@@ -156,6 +177,10 @@ class Observer:
             shutting_down=bool(worker_state.should_stop or worker_state.should_terminate),
         )
 
+    def queue_names(self) -> list[str]:
+        """The queues this worker consumes."""
+        return sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues)
+
     def status(self) -> dict[str, Any]:
         worker = self.worker
         active = _snapshot(worker_state.active_requests)
@@ -166,6 +191,8 @@ class Observer:
             "pool": self.pool_name,
             "concurrency": self.concurrency,
             "celery_version": celery.__version__,
+            "queues": self.queue_names(),
+            "http_port": self.bound_port,
             "active": [
                 {"id": request.id, "name": request.name, "worker_pid": request.worker_pid,
                  "runtime_seconds": None if request.time_start is None
@@ -177,6 +204,48 @@ class Observer:
             "counts": self.recorder.counts(),
             "ready": self.readiness().ok,
         }
+
+    def health(self) -> dict[str, Any]:
+        """This worker's own view of its health, for the cluster's verdict."""
+        alive, ready = self.liveness(), self.readiness()
+        active = _snapshot(worker_state.active_requests)
+        return {
+            "hostname": getattr(self.worker, "hostname", None),
+            "alive": alive.ok, "ready": ready.ok,
+            "liveness": alive.body, "readiness": ready.body,
+            "active_count": len(active),
+            "reserved_count": len(_snapshot(worker_state.reserved_requests)) - len(active),
+            "queues": self.queue_names(),
+            "internal_errors": int(sum(
+                sample.value for family in self.metrics.internal_errors.collect()
+                for sample in family.samples if sample.name.endswith("_total"))),
+        }
+
+    def _describe(self, request: Any) -> dict[str, Any]:
+        shown = self.config.show_task_args
+        return {
+            "id": request.id, "name": request.name, "worker_pid": request.worker_pid,
+            "time_start": request.time_start,
+            "args": request.argsrepr if shown else REDACTED,
+            "kwargs": request.kwargsrepr if shown else REDACTED,
+        }
+
+    def tasks(self) -> dict[str, list[dict[str, Any]]]:
+        """Active, reserved (prefetched, not started) and scheduled (waiting on ETA) tasks."""
+        active = _snapshot(worker_state.active_requests)
+        active_ids = {request.id for request in active}
+        reserved = [request for request in _snapshot(worker_state.reserved_requests)
+                    if request.id not in active_ids]
+        scheduled = []
+        timer = getattr(self.consumer, "timer", None)
+        for waiting in _snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):
+            request: Any = next(iter(getattr(waiting.entry, "args", None) or ()), None)
+            if hasattr(request, "eta") and hasattr(request, "argsrepr"):
+                entry = self._describe(request)
+                entry["eta"] = request.eta.isoformat() if request.eta else None
+                scheduled.append(entry)
+        return {"active": [self._describe(r) for r in active],
+                "reserved": [self._describe(r) for r in reserved], "scheduled": scheduled}
 
     def metrics_response(self, headers: Mapping[str, str]) -> Response:
         encoder, content_type = choose_encoder(headers.get("accept", ""))

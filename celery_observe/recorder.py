@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .history import FinishedTask, TaskHistory
 from .metrics import STATUSES, TaskMetrics
 from .outcome import Outcome
 
@@ -63,11 +64,15 @@ class _TaskSeries:
 
 
 class Recorder:
-    """Records task starts and outcomes on a :class:`TaskMetrics`."""
+    """Records task starts and outcomes on a :class:`TaskMetrics` and a :class:`TaskHistory`."""
 
-    def __init__(self, metrics: TaskMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metrics: TaskMetrics, history: TaskHistory,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
+        self.history = history
         self._clock = clock
+        self._wall_clock = wall_clock
         self._series: dict[str, _TaskSeries] = {}
         self._lock = threading.Lock()
 
@@ -84,10 +89,16 @@ class Recorder:
         """A task began executing in the pool."""
         self.series(task_name).active.inc()
 
-    def finished(self, task_name: str, outcome: Outcome, started_at: float | None) -> None:
+    def finished(self, task_name: str, outcome: Outcome, started_at: float | None,
+                 task_id: str | None = None) -> None:
         """A task execution ended; ``started_at`` is its monotonic start, None if it never ran."""
         series = self.series(task_name)
-        if started_at is not None:
+        elapsed = None if started_at is None else max(0.0, self._clock() - started_at)
+        ended = self._wall_clock()
+        self.history.append(FinishedTask(
+            task_id, task_name, outcome.status, None if elapsed is None else ended - elapsed,
+            ended, outcome.error_type))
+        if elapsed is not None:
             series.active.dec()
         if outcome.timed_out:
             series.timeouts.inc()
@@ -95,8 +106,8 @@ class Recorder:
         if status not in series.total:  # ignored: frees the worker, is no outcome
             return
         series.total[status].inc()
-        if started_at is not None:
-            series.duration(status).observe(max(0.0, self._clock() - started_at))
+        if elapsed is not None:
+            series.duration(status).observe(elapsed)
         if outcome.error_type is not None:
             series.errors(outcome.error_type).inc()
             self.metrics.failure_rate.add(task_name)

@@ -58,8 +58,12 @@ def client(broker: str, queue_name: str) -> Iterator[Celery]:
     """A producer app on ``broker``; deletes the test's queue afterwards."""
     app = Celery("client", broker=broker, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
+    app.conf.control_exchange = queue_name  # as tests/workerapp.py does for its workers
     yield app
-    # The worker may have deleted the queue already.
     with app.connection_for_write() as connection, contextlib.suppress(Exception):
-        connection.default_channel.queue_delete(queue_name)
+        channel = connection.default_channel
+        if broker.startswith("redis"):  # kombu's queue_delete only unbinds on Redis
+            channel.client.delete(*channel.client.keys(f"{queue_name}*") or [queue_name])
+        else:
+            channel.queue_delete(queue_name)
     app.close()

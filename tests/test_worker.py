@@ -83,21 +83,22 @@ def test_busy_port_leaves_the_worker_running(broker: str, client: Celery,
 def test_shutdown_releases_the_port(broker: str, client: Celery, queue_name: str,
                                     sig: signal.Signals) -> None:
     """Warm and cold shutdown free the port, even with a pool child forked after the server."""
-    worker = WorkerProcess(broker, queue_name, pool="prefork", concurrency=1,
-                           extra_args=("--max-tasks-per-child", "1"))
-    worker.start()
-    assert worker.process is not None
-    main = psutil.Process(worker.process.pid)
-    first_children = {child.pid for child in main.children()}
-    client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)  # recycles the child
-    wait_until(lambda: worker.metrics().get(
-        ("celery_task_total", frozenset({("task_name", "tests.workerapp.add"),
-                                         ("status", "success")}))), 20, "the task")
-    forked_later = wait_until(
-        lambda: [c for c in main.children() if c.pid not in first_children], 20, "a new child")
-    for child in forked_later:
-        assert not [c for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-    worker.stop(sig)
+    with WorkerProcess(broker, queue_name, pool="prefork", concurrency=1,
+                       extra_args=("--max-tasks-per-child", "1")) as worker:
+        assert worker.process is not None
+        main = psutil.Process(worker.process.pid)
+        first_children = {child.pid for child in main.children()}
+        client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)  # recycles the child
+        wait_until(lambda: worker.metrics().get(
+            ("celery_task_total", frozenset({("task_name", "tests.workerapp.add"),
+                                             ("status", "success")}))), 20, "the task")
+        forked_later = wait_until(
+            lambda: [c for c in main.children() if c.pid not in first_children], 20,
+            "a new child")
+        for child in forked_later:
+            assert not [c for c in child.net_connections("tcp")
+                        if c.status == psutil.CONN_LISTEN]
+        worker.stop(sig)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", worker.port or 0), timeout=2)
     with socket.socket() as again:  # as a restarted worker would: fails while anyone listens

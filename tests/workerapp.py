@@ -18,6 +18,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_default_queue=os.environ.get("CELERY_OBSERVE_TEST_QUEUE", "celery"),
+    # Each test's workers and clients talk over their own remote-control exchange, so a
+    # broadcast never reaches a worker of another test (or a developer's own worker).
+    control_exchange=os.environ.get("CELERY_OBSERVE_TEST_QUEUE", "celery"),
     worker_prefetch_multiplier=1,
 )
 

@@ -49,10 +49,10 @@ class WorkerProcess:
 
     def __init__(self, broker: str, queue: str, pool: str = "prefork", concurrency: int = 2,
                  extra_args: tuple[str, ...] = (), port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, name: str | None = None) -> None:
         self.broker = broker
         self.queue = queue
-        self.hostname = f"{queue}@localhost"
+        self.hostname = f"{name or queue}@localhost"
         self.log_path = Path(tempfile.mkstemp(prefix="observe-worker-", suffix=".log")[1])
         self.args = [
             sys.executable, "-m", "celery", "-A", "tests.workerapp", "worker",

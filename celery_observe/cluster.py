@@ -1,0 +1,267 @@
+"""The client side: ask every observed worker at once and put the answers together.
+
+A broadcast returns as soon as every worker this client expects has replied (the workers
+that replied within ``forget_after`` seconds), so a healthy cluster answers in
+milliseconds; only the first call, which knows no workers yet, waits ``discovery_timeout``.
+A worker that stops answering costs one ``timeout`` and is then reported missing until it is
+forgotten. Identical concurrent queries share one broadcast (the seeds' TTL caches).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .cache import CacheSet
+from .faults import FaultLog
+from .health import cluster_health
+from .queues import QueueLengths
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class BrokerUnreachableError(ConnectionError):
+    """The broadcast could not be sent: the broker is down or refuses the connection."""
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Cluster:
+    """Status, health, tasks, history and queues of all observed workers of ``app``."""
+
+    def __init__(self, app: Celery, *, timeout: float = 1.0, discovery_timeout: float = 0.25,
+                 forget_after: float = 60.0, queue_threshold: int = 1000,
+                 use_cache: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        for name, value in (("timeout", timeout), ("discovery_timeout", discovery_timeout),
+                            ("forget_after", forget_after)):
+            if not value > 0:
+                raise ValueError(f"Cluster({name}={value!r}): expected seconds greater than 0")
+        if queue_threshold < 0:
+            raise ValueError(f"Cluster(queue_threshold={queue_threshold!r}): expected >= 0")
+        self.app = app
+        self.timeout = timeout
+        self.discovery_timeout = discovery_timeout
+        self.forget_after = forget_after
+        self.queue_threshold = queue_threshold
+        self.use_cache = use_cache
+        self.caches = CacheSet(clock=clock)
+        self.faults = FaultLog()
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._queue_lengths: QueueLengths | None = None
+        self._wanted_queues: list[str] = []
+        self._broker: Any = None
+        self._broker_lock = threading.Lock()
+        self.broadcasts = 0  # how many broadcasts this client sent (for tests and tuning)
+
+    # --- talking to the workers -----------------------------------------------------
+
+    def _expected(self) -> set[str]:
+        now = self._clock()
+        with self._lock:
+            for hostname, seen in list(self._seen.items()):
+                if now - seen > self.forget_after:
+                    del self._seen[hostname]
+            return set(self._seen)
+
+    def ask(self, command: str, **arguments: Any) -> tuple[dict[str, Any], list[str]]:
+        """Broadcast ``command``; returns (reply per worker, expected workers that were silent)."""
+        expected = self._expected()
+        replies = self._broadcast(command, arguments, expected)
+        if expected - set(replies) and len(replies) >= len(expected):
+            # New workers filled the count before a known one answered: wait for everyone.
+            replies.update(self._broadcast(command, arguments, expected | set(replies)))
+        now = self._clock()
+        with self._lock:
+            for hostname in replies:
+                self._seen[hostname] = now
+        return replies, sorted(expected - set(replies))
+
+    def _connection(self) -> Any:
+        """This client's own broker connection (kombu connections are not thread-safe).
+
+        A short ``polling_interval`` makes kombu's Redis transport wait in 50 ms BRPOPs, so
+        a collection that ends by timeout returns on time instead of up to a second late.
+        """
+        if self._broker is None:
+            options = {**(self.app.conf.broker_transport_options or {}),
+                       "polling_interval": 0.05}
+            self._broker = self.app.connection_for_write(transport_options=options)
+        return self._broker
+
+    def _broadcast(self, command: str, arguments: dict[str, Any],
+                   expected: set[str]) -> dict[str, Any]:
+        limit = len(expected) or None
+        with self._broker_lock:
+            self.broadcasts += 1
+            connection = self._connection()
+            try:
+                # Declared before publishing, the reply queue exists when the first worker
+                # answers; otherwise a new client's first replies can be routed nowhere.
+                mailbox = self.app.control.mailbox(connection)
+                mailbox.reply_queue(connection.default_channel).declare()
+                raw = self.app.control.broadcast(
+                    command, arguments=arguments, reply=True, connection=connection,
+                    timeout=self.timeout if expected else self.discovery_timeout, limit=limit)
+            except (OSError, *connection.connection_errors) as exc:
+                self._broker = None
+                connection.collect()
+                raise BrokerUnreachableError(self._describe_error(exc)) from None
+        replies: dict[str, Any] = {}
+        for reply in raw or ():
+            replies.update(reply)
+        return replies
+
+    def _describe_error(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc} (broker {self.broker_url})"
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL with its password masked."""
+        return str(self.app.connection_for_read().as_uri())
+
+    def _cached(self, cache_name: str, key: str, compute: Callable[[], Any]) -> Any:
+        if not self.use_cache:
+            return compute()
+        value, _hit = self.caches.get(cache_name).get_or_compute(key, compute)
+        return value
+
+    @staticmethod
+    def _data(replies: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Split replies into data per worker and errors per worker."""
+        data, errors = {}, {}
+        for hostname, reply in replies.items():
+            if isinstance(reply, dict) and "error" not in reply:
+                data[hostname] = reply.get("data", reply)
+            else:
+                errors[hostname] = str(reply.get("error") if isinstance(reply, dict) else reply)
+        return data, errors
+
+    # --- what users ask ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Every worker's status plus cluster totals and queue lengths."""
+        return dict(self._cached("worker_status", "status", self._status))
+
+    def _status(self) -> dict[str, Any]:
+        replies, missing = self.ask("observe_status", use_cache=self.use_cache)
+        workers, errors = self._data(replies)
+        queues = self.queue_lengths(self._queue_names(workers))
+        return {
+            "timestamp": _now_iso(),
+            "broker": self.broker_url,
+            "workers_online": len(workers),
+            "workers": workers,
+            "missing": missing,
+            "errors": errors,
+            "totals": {
+                "active": sum(w.get("active_count", 0) for w in workers.values()),
+                "reserved": sum(w.get("reserved_count", 0) for w in workers.values()),
+                "concurrency": sum(w.get("concurrency") or 0 for w in workers.values()),
+            },
+            "queues": queues,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """The monitoring seed's verdict (healthy / degraded / unhealthy) with advice."""
+        return dict(self._cached("health_check", "health", self._health))
+
+    def _health(self) -> dict[str, Any]:
+        workers: dict[str, Any] = {}
+        missing: list[str] = []
+        broker_error = None
+        try:
+            replies, missing = self.ask("observe_health", use_cache=self.use_cache)
+            workers, errors = self._data(replies)
+            for hostname, error in errors.items():
+                workers[hostname] = {"alive": True, "ready": False,
+                                     "readiness": {"reason": error}}
+        except BrokerUnreachableError as exc:
+            broker_error = str(exc)
+        queues = ({} if broker_error else self.queue_lengths(self._queue_names(workers)))
+        verdict = cluster_health(
+            workers=workers, missing=missing, queues=queues, broker_error=broker_error,
+            queue_threshold=self.queue_threshold,
+            start_command=f"celery -A {self.app.main or 'proj'} worker --observe --loglevel=info")
+        verdict["timestamp"] = _now_iso()
+        verdict["details"] = workers
+        return verdict
+
+    def tasks(self) -> dict[str, Any]:
+        """Running, reserved and scheduled tasks of every worker, each tagged with its worker."""
+        return dict(self._cached("task_status", "tasks", self._tasks))
+
+    def _tasks(self) -> dict[str, Any]:
+        replies, missing = self.ask("observe_tasks", use_cache=self.use_cache)
+        workers, errors = self._data(replies)
+        merged: dict[str, list[dict[str, Any]]] = {"running": [], "reserved": [], "scheduled": []}
+        for hostname, lists in sorted(workers.items()):
+            for kind, source in (("running", "active"), ("reserved", "reserved"),
+                                 ("scheduled", "scheduled")):
+                merged[kind].extend({"worker": hostname, **task} for task in lists.get(source, []))
+        return {"timestamp": _now_iso(), **merged, "running_count": len(merged["running"]),
+                "workers": sorted(workers), "missing": missing, "errors": errors}
+
+    def history(self, limit: int = 50) -> dict[str, Any]:
+        """The last ``limit`` finished tasks over all workers, newest first."""
+        replies, missing = self.ask("observe_history", limit=limit)
+        workers, errors = self._data(replies)
+        entries = [{"worker": hostname, **entry}
+                   for hostname, items in workers.items() for entry in items]
+        entries.sort(key=lambda entry: entry["ended"], reverse=True)
+        return {"timestamp": _now_iso(), "tasks": entries[:limit], "missing": missing,
+                "errors": errors}
+
+    def summary(self) -> dict[str, Any]:
+        """Per worker and task name: counts by status, success rate and percentiles."""
+        return dict(self._cached("metrics_summary", "summary", self._summary))
+
+    def _summary(self) -> dict[str, Any]:
+        replies, missing = self.ask("observe_summary", use_cache=self.use_cache)
+        workers, errors = self._data(replies)
+        return {"timestamp": _now_iso(), "workers": workers, "missing": missing,
+                "errors": errors}
+
+    def queues(self) -> dict[str, Any]:
+        """Queue lengths of every queue a worker consumes (and the default queue)."""
+        replies, _missing = self.ask("observe_status", use_cache=self.use_cache)
+        workers, _errors = self._data(replies)
+        return {"timestamp": _now_iso(),
+                "queues": self.queue_lengths(self._queue_names(workers))}
+
+    def _queue_names(self, workers: dict[str, Any]) -> list[str]:
+        names = {self.app.conf.task_default_queue}
+        for report in workers.values():
+            names.update(report.get("queues", ()))
+        return sorted(names)
+
+    def queue_lengths(self, names: list[str]) -> dict[str, int | None]:
+        """Length of each queue, None where the broker could not tell."""
+        self._wanted_queues = names
+        if self._queue_lengths is None:
+            self._queue_lengths = QueueLengths(self.app, lambda: self._wanted_queues,
+                                               self.faults)
+        depths = self._queue_lengths.measure()
+        return {name: (depths[name].total if name in depths else None) for name in names}
+
+    def close(self) -> None:
+        """Close this client's broker connections."""
+        if self._queue_lengths is not None:
+            self._queue_lengths.close()
+        with self._broker_lock:
+            broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.release()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

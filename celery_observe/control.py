@@ -1,0 +1,125 @@
+"""Remote-control commands: each observed worker answers status queries from its own state.
+
+A client broadcasts ``observe_*`` and every worker replies from memory (through the seeds'
+TTL caches), so a cluster-wide status costs one broker round-trip per worker and no
+``celery inspect`` timeout. Registering happens on import; the ``celery.commands`` entry
+point imports this module, so ``celery -A proj inspect observe_status`` works for any app.
+
+Replies are JSON-safe dicts. Bad arguments get ``{"error": "..."}``; nothing here can raise
+into the worker's remote-control loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from celery.worker.control import control_command, inspect_command
+
+from .config import parse_bool
+
+if TYPE_CHECKING:
+    from .observer import Observer
+
+Reply = dict[str, Any]
+NOT_OBSERVED = "celery-observe is not enabled on this worker (start it with --observe)"
+
+
+def _observer(state: Any) -> Observer | None:
+    consumer = getattr(state, "consumer", None)
+    return getattr(getattr(consumer, "controller", None), "celery_observe", None)
+
+
+def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
+    """Run ``fun(observer, **arguments)``; turn bad input and faults into error replies."""
+
+    @functools.wraps(fun)
+    def handler(state: Any, **arguments: Any) -> Reply:
+        observer = _observer(state)
+        if observer is None:
+            return {"error": NOT_OBSERVED}
+        try:
+            return fun(observer, **arguments)
+        except (TypeError, ValueError) as exc:
+            return {"error": f"{fun.__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001
+            observer.faults.report(f"control {fun.__name__}", exc)
+            return {"error": f"{fun.__name__} failed inside the worker; see its log"}
+
+    return handler
+
+
+def _cached(observer: Observer, cache_name: str, key: str, compute: Callable[[], Any],
+            use_cache: Any) -> Reply:
+    if not parse_bool(use_cache):
+        return {"cache": "BYPASS", "data": compute()}
+    cache = observer.caches.get(cache_name)
+    value, hit = cache.get_or_compute(key, compute)
+    age = cache.age(key) if hit else None
+    return {"cache": "HIT" if hit else "MISS", "cache_age_seconds": age, "data": value}
+
+
+def _limit(value: Any, maximum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}")
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}") \
+            from None
+    if not 1 <= limit <= maximum:
+        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}")
+    return limit
+
+
+@inspect_command(name="observe_status", args=[("use_cache", str)], signature="[use_cache=true]")
+@_command
+def observe_status(observer: Observer, use_cache: Any = True) -> Reply:
+    """Worker status: pool, concurrency, queues, active tasks, outcome counts."""
+    return _cached(observer, "worker_status", "status", observer.status, use_cache)
+
+
+@inspect_command(name="observe_health", args=[("use_cache", str)], signature="[use_cache=true]")
+@_command
+def observe_health(observer: Observer, use_cache: Any = True) -> Reply:
+    """Liveness and readiness of the worker as its probes see them."""
+    return _cached(observer, "health_check", "health", observer.health, use_cache)
+
+
+@inspect_command(name="observe_tasks", args=[("use_cache", str)], signature="[use_cache=true]")
+@_command
+def observe_tasks(observer: Observer, use_cache: Any = True) -> Reply:
+    """Active, reserved and scheduled tasks (arguments redacted unless the worker opts in)."""
+    return _cached(observer, "task_status", "tasks", observer.tasks, use_cache)
+
+
+@inspect_command(name="observe_history", args=[("limit", int)], signature="[limit=50]")
+@_command
+def observe_history(observer: Observer, limit: Any = 50) -> Reply:
+    """The last finished tasks, newest first."""
+    count = _limit(limit, observer.history.size)
+    return {"data": [entry.as_dict() for entry in observer.history.latest(count)]}
+
+
+@inspect_command(name="observe_summary", args=[("use_cache", str)], signature="[use_cache=true]")
+@_command
+def observe_summary(observer: Observer, use_cache: Any = True) -> Reply:
+    """Per task name over the recent history: counts, success rate, p50/p95/p99 duration."""
+    return _cached(observer, "metrics_summary", "summary", observer.history.summary, use_cache)
+
+
+@inspect_command(name="observe_cache_stats")
+@_command
+def observe_cache_stats(observer: Observer) -> Reply:
+    """Hit, miss and eviction figures of the worker's status caches."""
+    return {"data": observer.caches.stats()}
+
+
+@control_command(name="observe_cache_invalidate", args=[("cache_name", str)],
+                 signature="[cache_name]")
+@_command
+def observe_cache_invalidate(observer: Observer, cache_name: str | None = None) -> Reply:
+    """Drop the worker's cached answers: all caches, or the one named."""
+    removed = observer.caches.invalidate(cache_name or None)
+    return {"ok": f"invalidated {removed} entries", "cache_name": cache_name or "all"}

@@ -1,0 +1,294 @@
+"""Broker queue lengths of the queues this worker consumes, measured when Prometheus scrapes.
+
+A backlog is the broker's to know, so it is asked, but lazily: only a scrape triggers a
+round trip, and a short TTL cache (the seed's queue-status TTL, 3 s) makes a burst of
+scrapes cost the broker one. The collector owns one connection of its own (the consumer's
+is not thread-safe and must never stall on us), connects on first use, drops it after any
+error and reconnects on the next miss. Every broker call is bounded by ``timeout``, and a
+failed round trip is cached too, so a dead broker costs each scrape at most that long and
+is not hammered. Redis spreads a queue over kombu's priority sub-queues, whose separator
+and steps are read from the kombu channel (transport options may change them); AMQP and
+other transports answer a passive ``queue_declare``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from kombu.transport import pyamqp
+from kombu.transport import redis as kombu_redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .cache import MetricsCache
+from .faults import FaultLog
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+#: Message header holding the producer's publish time (unix seconds, float).
+PUBLISHED_AT_HEADER: Final = "celery_observe_published_at"
+#: The FaultLog component under which broker errors are reported.
+COMPONENT: Final = "queues"
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's backlog as the broker reported it."""
+
+    queue_name: str
+    total: int
+    #: Messages per kombu priority step (Redis only; empty elsewhere).
+    by_priority: dict[int, int] = field(default_factory=dict)
+    #: Seconds the oldest waiting message has waited; None when unknowable.
+    oldest_age_seconds: float | None = None
+
+
+class _Reading(NamedTuple):
+    depths: dict[str, QueueDepth]
+    read_at: float  # the injected clock at the round trip, to age cached ages
+
+
+def _published_at(raw: bytes | str | None) -> float | None:
+    """The stamp in one Redis message payload (headers live inside its JSON), if any."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)["headers"][PUBLISHED_AT_HEADER]
+        stamp = float(value)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None if isinstance(value, bool) or not math.isfinite(stamp) else stamp
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether a channel error says the queue does not exist (AMQP 404 or kombu's copy)."""
+    return getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc)
+
+
+class QueueLengths(Collector):
+    """``celery_queue_length`` and friends for the queues named by ``queue_names()``.
+
+    A queue the broker says does not exist (AMQP, passive declare) is absent, not 0 and not
+    an error: the worker declares the queues it consumes, so a missing one was deleted.
+    Redis cannot tell a missing queue from an empty one and reports 0. Counts are messages
+    waiting: those a worker has prefetched (unacked) are not in them, on either broker.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        queue_names: Callable[[], Iterable[str]],
+        faults: FaultLog,
+        ttl: float = 3.0,
+        timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            msg = f"timeout must be a number of seconds greater than 0, got {timeout!r}"
+            raise ValueError(msg)
+        self._app = app
+        self._queue_names = queue_names
+        self._faults = faults
+        self._timeout = float(timeout)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._cache = MetricsCache(default_ttl=ttl, max_size=1, clock=clock, name="queue_lengths")
+        self._lock = threading.Lock()  # guards the connection, used by one thread at a time
+        self._connection: Any = None
+        self._channel: Any = None
+        self._is_redis = False
+        self._unsupported = False
+        self._closed = False
+        self._errors = 0
+        self._errors_lock = threading.Lock()
+
+    @property
+    def errors(self) -> int:
+        """Failed broker round trips so far (each cached failure counts once)."""
+        with self._errors_lock:
+            return self._errors
+
+    # --- scrape side ------------------------------------------------------------------
+
+    def measure(self) -> dict[str, QueueDepth]:
+        """Depth per queue, from the cache or one broker round trip; {} on error, never raises."""
+        try:
+            reading, _ = self._cache.get_or_compute("depths", self._read)
+            elapsed = max(0.0, self._clock() - reading.read_at)
+        except Exception as exc:  # noqa: BLE001 - a scrape degrades, it never raises
+            self._faults.report(COMPONENT, exc)
+            return {}
+        return {
+            name: depth if depth.oldest_age_seconds is None else dataclasses.replace(
+                depth, oldest_age_seconds=depth.oldest_age_seconds + elapsed)
+            for name, depth in reading.depths.items()
+        }
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._families(self.measure())
+
+    def describe(self) -> Iterable[Metric]:
+        """Names only, so registering the collector does not ask the broker."""
+        yield from self._families({})
+
+    def _families(self, depths: dict[str, QueueDepth]) -> Iterable[Metric]:
+        length = GaugeMetricFamily(
+            "celery_queue_length",
+            "Messages waiting in each queue this worker consumes (Redis: all priorities).",
+            labels=["queue_name"])
+        by_priority = GaugeMetricFamily(
+            "celery_queue_length_by_priority",
+            "Messages waiting per Redis priority sub-queue, by kombu priority step.",
+            labels=["queue_name", "priority"])
+        oldest = GaugeMetricFamily(
+            "celery_queue_oldest_message_age_seconds",
+            "Age of the oldest waiting message, where the broker shows it without consuming "
+            "it and the producer stamped its publish time.",
+            labels=["queue_name"])
+        for name in sorted(depths):
+            depth = depths[name]
+            length.add_metric([name], depth.total)
+            for priority, count in sorted(depth.by_priority.items()):
+                by_priority.add_metric([name, str(priority)], count)
+            if depth.oldest_age_seconds is not None:
+                oldest.add_metric([name], depth.oldest_age_seconds)
+        yield length
+        yield by_priority
+        yield oldest
+        yield CounterMetricFamily(
+            "celery_queue_length_errors",
+            "Failed broker round trips for queue lengths; those scrapes have no queue gauges.",
+            value=self.errors)
+
+    def _read(self) -> _Reading:
+        """The cache's compute: a failure is cached like a value, so the broker rests."""
+        try:
+            names = list(dict.fromkeys(self._queue_names()))
+            depths = self.read_broker(names) if names else {}
+        except Exception as exc:  # noqa: BLE001 - counted and reported, the scrape goes on
+            with self._errors_lock:
+                self._errors += 1
+            self._faults.report(COMPONENT, exc)
+            depths = {}
+        return _Reading(depths, self._clock())
+
+    # --- broker side ------------------------------------------------------------------
+
+    def read_broker(self, queue_names: Sequence[str]) -> dict[str, QueueDepth]:
+        """One broker round trip for all ``queue_names``; raises on broker errors."""
+        with self._lock:
+            if self._closed or self._unsupported:
+                return {}
+            try:
+                channel = self._ensure_channel()
+                if self._is_redis:
+                    return self._read_redis(channel, queue_names)
+                return self._read_passive(queue_names)
+            except Exception:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        """Close the connection for good; idempotent and silent."""
+        with self._lock:
+            self._closed = True
+            connection, self._connection, self._channel = self._connection, None, None
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.release()
+
+    def _ensure_channel(self) -> Any:
+        if self._channel is not None:
+            return self._channel
+        probe = self._app.connection_for_read()  # only to learn the transport class
+        try:
+            transport = probe.transport
+        finally:
+            probe.release()
+        self._is_redis = isinstance(transport, kombu_redis.Transport)
+        seconds = self._timeout
+        options: dict[str, float] = {}
+        if self._is_redis:
+            options = {"socket_timeout": seconds, "socket_connect_timeout": seconds}
+        elif isinstance(transport, pyamqp.Transport):
+            options = {"read_timeout": seconds, "write_timeout": seconds}
+        connection = self._app.connection_for_read(
+            connect_timeout=seconds, transport_options=options)
+        try:
+            connection.ensure_connection(max_retries=0)  # connect() would retry after 2 s
+            channel = connection.channel()
+        except Exception:
+            with contextlib.suppress(Exception):
+                connection.collect()
+            raise
+        self._connection, self._channel = connection, channel
+        return channel
+
+    def _drop(self) -> None:
+        """Forget a connection that failed, without network I/O (the broker may be gone)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.collect()
+
+    def _read_redis(self, channel: Any, names: Sequence[str]) -> dict[str, QueueDepth]:
+        """LLEN and the consuming end (LPUSH in, BRPOP/RPOP out: index -1) of every sub-queue.
+
+        One pipelined MULTI/EXEC, so lengths and tails are one consistent snapshot.
+        """
+        steps = list(dict.fromkeys(int(step) for step in channel.priority_steps))
+        keys = [channel._q_for_pri(name, step) for name in names for step in steps]
+        client = channel.client
+        prefix = ""  # kombu prefixes LLEN for us, but not LINDEX (kombu 5.7)
+        if channel.global_keyprefix and "LINDEX" not in getattr(
+                client, "PREFIXED_SIMPLE_COMMANDS", ()):
+            prefix = channel.global_keyprefix
+        with client.pipeline() as pipe:
+            for key in keys:
+                pipe.llen(key)
+            for key in keys:
+                pipe.lindex(prefix + key, -1)
+            replies = pipe.execute()
+        lengths, tails = replies[: len(keys)], replies[len(keys):]
+        now = self._wall_clock()
+        depths = {}
+        for index, name in enumerate(names):
+            part = slice(index * len(steps), (index + 1) * len(steps))
+            counts = {step: int(count) for step, count in zip(steps, lengths[part], strict=True)}
+            stamps = [s for s in map(_published_at, tails[part]) if s is not None]
+            age = max(0.0, now - min(stamps)) if stamps else None
+            depths[name] = QueueDepth(name, sum(counts.values()), counts, age)
+        return depths
+
+    def _read_passive(self, names: Sequence[str]) -> dict[str, QueueDepth]:
+        """A passive declare per queue: its count, without creating or consuming anything."""
+        deadline = time.monotonic() + self._timeout
+        depths = {}
+        for name in names:
+            if time.monotonic() > deadline:
+                msg = (f"measuring {len(names)} queues took over {self._timeout} s; the broker "
+                       f"is too slow, or raise the queue-length timeout")
+                raise TimeoutError(msg)
+            try:
+                declared = self._channel.queue_declare(queue=name, passive=True)
+            except NotImplementedError:
+                self._unsupported = True  # this transport cannot tell: report nothing
+                return {}
+            except self._connection.channel_errors as exc:
+                if not _not_found(exc):
+                    raise
+                if not getattr(self._channel, "is_open", True):  # AMQP closes it on 404
+                    self._channel = self._connection.channel()
+                continue
+            depths[name] = QueueDepth(name, int(declared.message_count))
+        return depths

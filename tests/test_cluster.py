@@ -1,0 +1,198 @@
+"""The cluster view: observe_* commands, the Cluster client and `celery observe` on real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_observe import Cluster
+
+from .workers import REPO, WorkerProcess, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def two_workers(broker: str, queue_name: str) -> Iterator[list[WorkerProcess]]:
+    """Two observed workers, both listening to remote control."""
+    workers = [WorkerProcess(broker, queue_name, pool="threads", concurrency=2,
+                             name=f"{queue_name}-{n}") for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+    # Ready for tasks is not yet subscribed to broadcasts: wait until both answer a ping,
+    # from an app of its own (kombu's Redis transport delays the broadcast that follows a
+    # timed-out collection on the same connection by that timeout).
+    probe = Celery("probe", broker=broker, set_as_current=False)
+    probe.conf.control_exchange = queue_name
+    try:
+        wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20, "both to answer pings")
+    finally:
+        probe.close()
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def make_cluster(client: Celery) -> Iterator[Callable[..., Cluster]]:
+    """Cluster clients on the test's broker, closed afterwards."""
+    made: list[Cluster] = []
+
+    def make(**options: Any) -> Cluster:
+        made.append(Cluster(client, **options))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+def observe_cli(broker: str, queue: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`celery -A tests.workerapp observe ...` as a user would run it."""
+    env = {**os.environ, "CELERY_OBSERVE_TEST_BROKER": broker, "CELERY_OBSERVE_TEST_QUEUE": queue}
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.workerapp", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_status_answers_with_every_worker_without_waiting(
+        make_cluster: Callable[..., Cluster],
+        client: Celery, two_workers: list[WorkerProcess]) -> None:
+    """Once the workers are known, status returns on the last reply, not at the 30 s timeout."""
+    cluster = make_cluster(timeout=30, discovery_timeout=1, use_cache=False)
+    first = cluster.status()
+    assert sorted(first["workers"]) == sorted(w.hostname for w in two_workers)
+    started = time.monotonic()
+    second = cluster.status()
+    assert time.monotonic() - started < 10  # a missed early return would take 30 s
+    assert second["workers_online"] == 2 and second["missing"] == []
+    assert second["totals"]["concurrency"] == 4
+    assert ":guest@" not in second["broker"]  # the password is masked
+
+
+def test_health_degrades_then_fails_as_workers_stop(
+        make_cluster: Callable[..., Cluster],
+        broker: str, client: Celery, queue_name: str, two_workers: list[WorkerProcess]) -> None:
+    """Healthy with both workers; degraded (exit 1) with one gone; unhealthy with none."""
+    cluster = make_cluster(timeout=2, discovery_timeout=1, use_cache=False)
+    verdict = cluster.health()
+    assert verdict["status"] == "healthy", verdict
+    two_workers[0].stop()
+    verdict = cluster.health()
+    assert verdict["status"] == "degraded"
+    assert verdict["workers"]["active_workers"] == [two_workers[1].hostname]
+    assert f"worker {two_workers[0].hostname} stopped answering" in verdict["message"]
+    result = observe_cli(broker, queue_name, "observe", "health", "--json")
+    assert result.returncode == 0, result.stderr  # a fresh client knows only the live worker
+    two_workers[1].stop()
+    verdict = cluster.health()
+    assert verdict["status"] == "unhealthy"
+    assert verdict["recommendations"][0].startswith("Start Celery workers: celery -A ")
+    result = observe_cli(broker, queue_name, "observe", "health")
+    assert result.returncode == 2 and "UNHEALTHY" in result.stdout
+
+
+def test_worker_cache_counts_hits_and_misses_exactly(
+        make_cluster: Callable[..., Cluster],
+        client: Celery, two_workers: list[WorkerProcess]) -> None:
+    """Two status queries within the TTL are one miss and one hit on each worker."""
+    cluster = make_cluster(timeout=5, discovery_timeout=3, use_cache=False)
+    replies, _ = cluster.ask("observe_status")
+    assert [reply["cache"] for reply in replies.values()] == ["MISS", "MISS"]
+    replies, _ = cluster.ask("observe_status")
+    assert [reply["cache"] for reply in replies.values()] == ["HIT", "HIT"]
+    stats, _ = cluster.ask("observe_cache_stats")
+    for reply in stats.values():
+        worker_status = reply["data"]["caches"]["worker_status"]
+        assert (worker_status["hits"], worker_status["misses"]) == (1, 1)
+    invalidated, _ = cluster.ask("observe_cache_invalidate", cache_name="worker_status")
+    assert {reply["cache_name"] for reply in invalidated.values()} == {"worker_status"}
+    replies, _ = cluster.ask("observe_status")
+    assert [reply["cache"] for reply in replies.values()] == ["MISS", "MISS"]
+
+
+def test_concurrent_identical_queries_share_one_broadcast(
+        make_cluster: Callable[..., Cluster],
+        client: Celery, two_workers: list[WorkerProcess]) -> None:
+    """Eight threads asking for status at once cause a single broadcast."""
+    cluster = make_cluster(timeout=5)
+    cluster.status()  # learn the workers
+    cluster.caches.invalidate()
+    before = cluster.broadcasts
+    barrier = threading.Barrier(8)
+    results = []
+
+    def ask() -> None:
+        barrier.wait()
+        results.append(cluster.status())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 8 and cluster.broadcasts - before == 1
+
+
+def test_bad_arguments_get_an_error_reply(
+        make_cluster: Callable[..., Cluster], client: Celery,
+                                          two_workers: list[WorkerProcess]) -> None:
+    """Wrong types and huge limits are answered with an error; the workers carry on."""
+    cluster = make_cluster(timeout=5, use_cache=False)
+    for arguments in ({"limit": -5}, {"limit": 10**9}, {"limit": "many"},
+                      {"limit": 5, "unknown": 1}):
+        replies, _ = cluster.ask("observe_history", **arguments)
+        assert len(replies) == 2
+        assert all("error" in reply for reply in replies.values()), replies
+    replies, _ = cluster.ask("observe_cache_invalidate", cache_name="no_such_cache")
+    assert all("task_status" in reply["error"] for reply in replies.values())
+    assert cluster.health()["status"] == "healthy"
+
+
+def test_history_and_tasks_merge_all_workers(
+        make_cluster: Callable[..., Cluster], client: Celery, queue_name: str,
+                                             two_workers: list[WorkerProcess]) -> None:
+    """History lists finished tasks of every worker; arguments are redacted by default."""
+    for n in range(6):
+        client.send_task("tests.workerapp.add", (n, 1000), queue=queue_name)
+    cluster = make_cluster(timeout=5, use_cache=False)
+    wait_until(lambda: len(cluster.history(50)["tasks"]) == 6, 20, "6 finished tasks")
+    history = cluster.history(50)["tasks"]
+    assert {entry["state"] for entry in history} == {"success"}
+    assert [entry["ended"] for entry in history] == sorted(
+        (entry["ended"] for entry in history), reverse=True)
+    client.send_task("tests.workerapp.sleep", (5,), queue=queue_name, countdown=60)
+    scheduled = wait_until(lambda: cluster.tasks()["scheduled"], 20, "a scheduled task")
+    assert "1000" not in json.dumps(cluster.tasks()) and scheduled[0]["args"].startswith(
+        "<redacted")
+
+
+def test_inspect_observe_status_needs_no_code_in_the_app(
+        broker: str, queue_name: str, two_workers: list[WorkerProcess]) -> None:
+    """`celery -A app inspect observe_status` works for an app that never imports us."""
+    result = observe_cli(broker, queue_name, "inspect", "observe_status", "--json")
+    assert result.returncode == 0, result.stderr
+    replies = json.loads(result.stdout)
+    assert sorted(replies) == sorted(w.hostname for w in two_workers)
+
+
+def test_cli_commands_show_the_workers(broker: str, queue_name: str,
+                                       two_workers: list[WorkerProcess]) -> None:
+    """Each `celery observe` command exits 0 and prints a table, or JSON with --json."""
+    for command in (("status",), ("workers",), ("tasks",), ("queues",), ("history", "-n", "5"),
+                    ("top", "--iterations", "1")):
+        result = observe_cli(broker, queue_name, "observe", *command)
+        assert result.returncode == 0, result.stderr
+        if command[0] in ("status", "workers", "top"):
+            assert all(worker.hostname in result.stdout for worker in two_workers), result.stdout
+        if command[0] != "top":
+            as_json = observe_cli(broker, queue_name, "observe", *command, "--json")
+            assert as_json.returncode == 0 and json.loads(as_json.stdout)
