@@ -8,8 +8,11 @@ from .bootstep import ObserveConsumerStep, ObserveStep, install
 from .cache import CacheSet, MetricsCache
 from .cluster import BrokerUnreachableError, Cluster
 from .config import ObserveConfig, ObserveConfigError, resolve_config
+from .monitored import MonitoredTask, monitor_task
 from .observer import Observer
 from .outcome import Outcome
+from .publish import stamp_publish_times
+from .task_metrics import TaskCounter, TaskGauge, TaskHistogram
 
 try:
     __version__ = version("celery-observe")
@@ -21,13 +24,19 @@ __all__ = [
     "CacheSet",
     "Cluster",
     "MetricsCache",
+    "MonitoredTask",
     "ObserveConfig",
     "ObserveConfigError",
     "ObserveConsumerStep",
     "ObserveStep",
     "Observer",
     "Outcome",
+    "TaskCounter",
+    "TaskGauge",
+    "TaskHistogram",
     "__version__",
     "install",
+    "monitor_task",
     "resolve_config",
+    "stamp_publish_times",
 ]

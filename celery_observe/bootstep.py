@@ -18,6 +18,7 @@ from celery import bootsteps, signals
 from . import control  # noqa: F401 - registers the observe_* remote-control commands
 from .config import SETTINGS, ObserveConfigError, Setting, resolve_config
 from .observer import Observer
+from .publish import stamp_publish_times
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -82,12 +83,14 @@ def install(app: Celery) -> None:
     """Observe every worker of ``app``, also those started from code.
 
     The same as running the worker with ``--observe``: it sets the default of
-    ``app.conf.observe_enabled`` to True (an explicit ``observe_enabled = False`` or
-    ``--observe false`` still wins). Calling it twice does nothing more.
+    ``app.conf.observe_enabled`` to True (an explicit ``observe_enabled = False`` still
+    wins). In a producer (a web app), it stamps each published task with its publish time,
+    which lets workers measure the queue wait. Calling it twice does nothing more.
     """
     app.steps["worker"].add(ObserveStep)
     app.steps["consumer"].add(ObserveConsumerStep)
     app.add_defaults({"observe_enabled": True})
+    stamp_publish_times()
 
 
 def _on_celeryd_init(sender: Any = None, instance: Any = None, conf: Any = None,
@@ -132,3 +135,4 @@ def register_worker_options() -> None:
             worker_command.params.append(_worker_option(setting))
     signals.celeryd_init.connect(_on_celeryd_init, weak=False,
                                  dispatch_uid="celery_observe.celeryd_init")
+    stamp_publish_times()  # tasks this process sends (retries, canvas) carry publish times

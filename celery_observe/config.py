@@ -50,6 +50,9 @@ class ObserveConfig:
     liveness_timeout: float = 60.0
     history_size: int = 1000
     resource_interval: float = 30.0
+    max_task_names: int = 1000
+    task_names_allow: tuple[str, ...] = ()
+    task_names_deny: tuple[str, ...] = ()
     show_task_args: bool = False
 
 
@@ -119,6 +122,15 @@ def _parse_count(value: Any) -> int:
     return count
 
 
+def _parse_patterns(value: Any) -> tuple[str, ...]:
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    patterns = tuple(str(part).strip() for part in parts if str(part).strip())
+    if any(any(ch.isspace() for ch in pattern) for pattern in patterns):
+        raise ValueError("expected comma-separated task name patterns such as "
+                         "'proj.reports.*,proj.billing.charge' (no spaces inside a pattern)")
+    return patterns
+
+
 def _parse_seconds(value: Any) -> float:
     try:
         seconds = float(value)
@@ -173,6 +185,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("resource_interval", "--observe-resource-interval", _parse_seconds,
             "Seconds between samples of memory, CPU, files and threads of the main process "
             "and each pool child (default 30)."),
+    Setting("max_task_names", "--observe-max-task-names", _parse_count,
+            "Distinct task names with series of their own; later ones are counted as "
+            "task_name='other' (default 1000)."),
+    Setting("task_names_allow", "--observe-task-names-allow", _parse_patterns,
+            "Only these task names (comma-separated glob patterns) get series of their own."),
+    Setting("task_names_deny", "--observe-task-names-deny", _parse_patterns,
+            "These task names (comma-separated glob patterns) are counted as 'other'."),
     Setting("show_task_args", "--observe-show-task-args", parse_bool,
             "Show task arguments in task listings (default: redacted, they may hold "
             "personal data or secrets).", is_flag=True),

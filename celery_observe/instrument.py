@@ -20,6 +20,7 @@ from celery.utils.imports import symbol_by_name
 
 from .faults import FaultLog
 from .outcome import REVOKED, SUCCESS, Outcome, classify_failure
+from .publish import PUBLISHED_AT_HEADER
 from .recorder import Recorder
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ class ObservedRequestMixin(_RequestBase):
         if not self._observe_done:
             self._observe_started = time_accepted
             try:
-                self._observe_recorder.started(self.name)
+                self._observe_recorder.started(
+                    self.name, self.request_dict.get(PUBLISHED_AT_HEADER))
             except Exception as exc:  # noqa: BLE001
                 self._observe_faults.report("recorder", exc)
         return super().on_accepted(pid, time_accepted)

@@ -16,6 +16,10 @@ from prometheus_client.registry import Collector
 
 #: Every value of the ``status`` label of ``celery_task_total``.
 STATUSES: tuple[str, ...] = ("success", "failure", "retry", "revoked", "rejected")
+#: Time between publish and start: from a blink to an hour-long backlog.
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600,
+)
 
 
 class FailureRate(Collector):
@@ -111,6 +115,20 @@ class TaskMetrics:
             "celery_worker_info",
             "Always 1; labels describe the worker.",
             ["worker_name", "celery_version", "pool", "concurrency"],
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "celery_task_queue_wait_seconds",
+            "Time from publish to start, for tasks whose producer stamped the publish time "
+            "(celery_observe installed in the producer).",
+            ["task_name"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.dropped_label_values = Counter(
+            "celery_observe_dropped_label_values_total",
+            "Times a label value was replaced by 'other' (over the cap, or not allowed).",
+            ["label"],
             registry=registry,
         )
         self.internal_errors = Counter(

@@ -10,7 +10,7 @@ import gzip
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import celery
@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .cache import CacheCollector, CacheSet
+from .cardinality import BoundedLabel
 from .config import ObserveConfig
 from .faults import FaultLog
 from .health import ProbeResult, liveness, readiness
@@ -27,9 +28,11 @@ from .history import TaskHistory
 from .http import ObserveHTTPServer, Response, Route, json_response
 from .instrument import TaskInstrumentation
 from .metrics import TaskMetrics
+from .pool import PoolCollector, pool_size, snapshot
 from .queues import QueueLengths
 from .recorder import Recorder
 from .resources import ResourceMonitor, pool_child_pids
+from .task_metrics import TaskMetricsReceiver
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -38,16 +41,6 @@ logger = logging.getLogger("celery_observe")
 
 _SOLO_POOLS = {"solo"}
 REDACTED = "<redacted: start the worker with --observe-show-task-args to see arguments>"
-
-
-def _snapshot(requests: Iterable[Any]) -> list[Any]:
-    """Copy one of Celery's live request sets, which the main loop may change meanwhile."""
-    for _ in range(5):
-        try:
-            return list(requests)
-        except RuntimeError:  # "set changed size during iteration"
-            continue
-    return []
 
 
 def _pool_name(worker: Any) -> str:
@@ -71,7 +64,13 @@ class Observer:
         self.metrics = TaskMetrics(self.registry, config.buckets)
         self.faults = FaultLog(self.metrics.internal_errors)
         self.history = TaskHistory(config.history_size)
-        self.recorder = Recorder(self.metrics, self.history, clock=clock)
+        dropped = self.metrics.dropped_label_values
+        task_names = BoundedLabel("task_name", config.max_task_names, config.task_names_allow,
+                                  config.task_names_deny)
+        self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
+        self.task_metrics = TaskMetricsReceiver(
+            self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
+        self.registry.register(PoolCollector(lambda: self.worker, lambda: self.consumer))
         self.caches = CacheSet(clock=clock)
         self.registry.register(CacheCollector(self.caches))
         self.queue_lengths = QueueLengths(app, self.queue_names, self.faults)
@@ -95,6 +94,7 @@ class Observer:
         self.metrics.worker_info.labels(
             worker.hostname, celery.__version__, self.pool_name, str(self.concurrency)).set(1)
         self.instrumentation.apply()
+        self.task_metrics.open_pipe()  # before the pool forks: every child inherits it
         self.resources = ResourceMonitor(
             lambda: pool_child_pids(getattr(worker, "pool", None)), self.faults,
             interval=self.config.resource_interval,
@@ -105,6 +105,7 @@ class Observer:
         """Start the resource monitor and the HTTP server (a busy port is logged, not fatal)."""
         if self.resources is not None:
             self.resources.start()
+        self.task_metrics.start()
         try:
             self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
                                             self.faults)
@@ -142,6 +143,7 @@ class Observer:
             server.stop()
         if self.resources is not None:
             self.resources.stop()
+        self.task_metrics.stop()
         self.queue_lengths.close()
         if self._hub is not None:
             self._hub.on_tick.discard(self.tick)
@@ -150,9 +152,9 @@ class Observer:
 
     @property
     def concurrency(self) -> int | None:
-        """What the pool really runs at once (the solo pool ignores -c)."""
-        pool = getattr(self.worker, "pool", None)
-        return getattr(pool, "limit", None) or getattr(self.worker, "concurrency", None)
+        """What the pool really runs at once (the solo pool ignores -c; autoscale changes it)."""
+        return pool_size(getattr(self.worker, "pool", None)) or getattr(
+            self.worker, "concurrency", None)
 
     @property
     def bound_port(self) -> int | None:
@@ -162,7 +164,7 @@ class Observer:
 
     def liveness(self) -> ProbeResult:
         tick_age = None if self._last_tick is None else self._clock() - self._last_tick
-        inline = self.pool_name in _SOLO_POOLS and bool(_snapshot(worker_state.active_requests))
+        inline = self.pool_name in _SOLO_POOLS and bool(snapshot(worker_state.active_requests))
         reconnecting = self.consumer is not None and self.consumer.connection is None
         return liveness(tick_age, self.config.liveness_timeout, inline_task_running=inline,
                         reconnecting=reconnecting)
@@ -183,7 +185,7 @@ class Observer:
 
     def status(self) -> dict[str, Any]:
         worker = self.worker
-        active = _snapshot(worker_state.active_requests)
+        active = snapshot(worker_state.active_requests)
         now = time.time()
         return {
             "hostname": getattr(worker, "hostname", None),
@@ -200,7 +202,7 @@ class Observer:
                 for request in active
             ],
             "active_count": len(active),
-            "reserved_count": len(_snapshot(worker_state.reserved_requests)) - len(active),
+            "reserved_count": len(snapshot(worker_state.reserved_requests)) - len(active),
             "counts": self.recorder.counts(),
             "ready": self.readiness().ok,
         }
@@ -208,13 +210,13 @@ class Observer:
     def health(self) -> dict[str, Any]:
         """This worker's own view of its health, for the cluster's verdict."""
         alive, ready = self.liveness(), self.readiness()
-        active = _snapshot(worker_state.active_requests)
+        active = snapshot(worker_state.active_requests)
         return {
             "hostname": getattr(self.worker, "hostname", None),
             "alive": alive.ok, "ready": ready.ok,
             "liveness": alive.body, "readiness": ready.body,
             "active_count": len(active),
-            "reserved_count": len(_snapshot(worker_state.reserved_requests)) - len(active),
+            "reserved_count": len(snapshot(worker_state.reserved_requests)) - len(active),
             "queues": self.queue_names(),
             "internal_errors": int(sum(
                 sample.value for family in self.metrics.internal_errors.collect()
@@ -232,13 +234,13 @@ class Observer:
 
     def tasks(self) -> dict[str, list[dict[str, Any]]]:
         """Active, reserved (prefetched, not started) and scheduled (waiting on ETA) tasks."""
-        active = _snapshot(worker_state.active_requests)
+        active = snapshot(worker_state.active_requests)
         active_ids = {request.id for request in active}
-        reserved = [request for request in _snapshot(worker_state.reserved_requests)
+        reserved = [request for request in snapshot(worker_state.reserved_requests)
                     if request.id not in active_ids]
         scheduled = []
         timer = getattr(self.consumer, "timer", None)
-        for waiting in _snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):
+        for waiting in snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):
             request: Any = next(iter(getattr(waiting.entry, "args", None) or ()), None)
             if hasattr(request, "eta") and hasattr(request, "argsrepr"):
                 entry = self._describe(request)

@@ -30,12 +30,12 @@ from prometheus_client.registry import Collector
 
 from .cache import MetricsCache
 from .faults import FaultLog
+from .publish import PUBLISHED_AT_HEADER
 
 if TYPE_CHECKING:
     from celery import Celery
 
 #: Message header holding the producer's publish time (unix seconds, float).
-PUBLISHED_AT_HEADER: Final = "celery_observe_published_at"
 #: The FaultLog component under which broker errors are reported.
 COMPONENT: Final = "queues"
 

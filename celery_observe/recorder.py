@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .cardinality import BoundedLabel
 from .history import FinishedTask, TaskHistory
 from .metrics import STATUSES, TaskMetrics
 from .outcome import Outcome
@@ -21,24 +22,17 @@ from .outcome import Outcome
 class _TaskSeries:
     """The bound label children of one task name."""
 
-    __slots__ = (
-        "_durations",
-        "_errors",
-        "_metrics",
-        "_name",
-        "_retries",
-        "active",
-        "timeouts",
-        "total",
-    )
+    __slots__ = ("_durations", "_errors", "_metrics", "_retries", "active", "name",
+                 "queue_wait", "timeouts", "total")
 
     def __init__(self, metrics: TaskMetrics, name: str) -> None:
-        self._name = name
+        self.name = name
         self._metrics = metrics
         # Every status starts at 0 so that rate() sees the first outcome of each.
         self.total: dict[str, Counter] = {s: metrics.task_total.labels(name, s) for s in STATUSES}
         self.active: Gauge = metrics.active_tasks.labels(name)
         self.timeouts: Counter = metrics.task_timeouts.labels(name)
+        self.queue_wait: Histogram = metrics.queue_wait.labels(name)
         self._durations: dict[str, Histogram] = {}
         self._errors: dict[str, Counter] = {}
         self._retries: dict[str, Counter] = {}
@@ -46,48 +40,54 @@ class _TaskSeries:
     def duration(self, status: str) -> Histogram:
         child = self._durations.get(status)
         if child is None:
-            child = self._durations[status] = self._metrics.task_duration.labels(self._name, status)
+            child = self._durations[status] = self._metrics.task_duration.labels(self.name, status)
         return child
 
     def errors(self, error_type: str) -> Counter:
         child = self._errors.get(error_type)
         if child is None:
             child = self._errors[error_type] = self._metrics.task_errors.labels(
-                self._name, error_type)
+                self.name, error_type)
         return child
 
     def retries(self, reason: str) -> Counter:
         child = self._retries.get(reason)
         if child is None:
-            child = self._retries[reason] = self._metrics.task_retries.labels(self._name, reason)
+            child = self._retries[reason] = self._metrics.task_retries.labels(self.name, reason)
         return child
 
 
 class Recorder:
     """Records task starts and outcomes on a :class:`TaskMetrics` and a :class:`TaskHistory`."""
 
-    def __init__(self, metrics: TaskMetrics, history: TaskHistory,
+    def __init__(self, metrics: TaskMetrics, history: TaskHistory, task_names: BoundedLabel,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
         self.history = history
+        self.task_names = task_names
         self._clock = clock
         self._wall_clock = wall_clock
         self._series: dict[str, _TaskSeries] = {}
         self._lock = threading.Lock()
 
     def series(self, task_name: str) -> _TaskSeries:
+        """The series of ``task_name``, or of ``other`` past the cap on task names."""
         series = self._series.get(task_name)
         if series is None:
+            name = self.task_names(task_name)
             with self._lock:
-                series = self._series.get(task_name)
+                series = self._series.get(name)
                 if series is None:
-                    series = self._series[task_name] = _TaskSeries(self.metrics, task_name)
+                    series = self._series[name] = _TaskSeries(self.metrics, name)
         return series
 
-    def started(self, task_name: str) -> None:
-        """A task began executing in the pool."""
-        self.series(task_name).active.inc()
+    def started(self, task_name: str, published_at: float | None = None) -> None:
+        """A task began executing in the pool; ``published_at`` is its producer's stamp."""
+        series = self.series(task_name)
+        series.active.inc()
+        if published_at is not None:
+            series.queue_wait.observe(max(0.0, self._wall_clock() - published_at))
 
     def finished(self, task_name: str, outcome: Outcome, started_at: float | None,
                  task_id: str | None = None) -> None:
@@ -105,12 +105,14 @@ class Recorder:
         status = outcome.status
         if status not in series.total:  # ignored: frees the worker, is no outcome
             return
+        if series.name != task_name:
+            self.metrics.dropped_label_values.labels("task_name").inc()
         series.total[status].inc()
         if elapsed is not None:
             series.duration(status).observe(elapsed)
         if outcome.error_type is not None:
             series.errors(outcome.error_type).inc()
-            self.metrics.failure_rate.add(task_name)
+            self.metrics.failure_rate.add(series.name)
         if outcome.retry_reason is not None:
             series.retries(outcome.retry_reason).inc()
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from celery_observe import stamp_publish_times
+
 BROKERS = {
     "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),
     "rabbitmq": ("127.0.0.1", 5672, "amqp://guest:guest@127.0.0.1:5672//"),
@@ -39,6 +41,14 @@ def broker_url(name: str, db: int = 11) -> str:
             pytest.fail(f"{reason}, and CELERY_OBSERVE_REQUIRE_BROKERS=1 forbids skipping")
         pytest.skip(reason)
     return template.format(db=db)
+
+
+@pytest.fixture(autouse=True)
+def no_publish_stamps() -> Iterator[None]:
+    """Each test starts with this process not stamping publish times (install() turns it on)."""
+    stamp_publish_times(False)
+    yield
+    stamp_publish_times(False)
 
 
 @pytest.fixture(params=sorted(BROKERS))

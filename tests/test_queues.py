@@ -306,7 +306,8 @@ def test_other_transports_answer_passive_declare(apps: Any, collectors: Any, que
     app = apps(f"{transport}://", queue)
     if transport == "filesystem":
         app.conf.broker_transport_options = {"data_folder_in": str(tmp_path),
-                                             "data_folder_out": str(tmp_path)}
+                                             "data_folder_out": str(tmp_path),
+                                             "control_folder": str(tmp_path / "control")}
     publish(app, queue, priorities=(None,) * 3)
     collector = collectors(app, [queue])
     assert collector.measure()[queue].total == 3

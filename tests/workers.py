@@ -49,13 +49,14 @@ class WorkerProcess:
 
     def __init__(self, broker: str, queue: str, pool: str = "prefork", concurrency: int = 2,
                  extra_args: tuple[str, ...] = (), port: int = 0,
-                 env: dict[str, str] | None = None, name: str | None = None) -> None:
+                 env: dict[str, str] | None = None, name: str | None = None,
+                 app: str = "tests.workerapp") -> None:
         self.broker = broker
         self.queue = queue
         self.hostname = f"{name or queue}@localhost"
         self.log_path = Path(tempfile.mkstemp(prefix="observe-worker-", suffix=".log")[1])
         self.args = [
-            sys.executable, "-m", "celery", "-A", "tests.workerapp", "worker",
+            sys.executable, "-m", "celery", "-A", app, "worker",
             "--observe", "--observe-port", str(port), "--observe-address", "127.0.0.1",
             "-P", pool, "-c", str(concurrency), "-Q", queue, "-n", self.hostname,
             "--without-mingle", "--without-gossip", "-l", "info", *extra_args,
