@@ -177,3 +177,25 @@ def test_bounded_label_memory_stays_flat_for_a_million_values() -> None:
     mapped = {label(f"task-{n}") for n in range(1_000_000)}
     assert len(mapped) == 1001 and "other" in mapped
     assert label.admitted == 1000
+
+
+def test_pool_size_follows_autoscale(broker: str, queue_name: str) -> None:
+    """With --autoscale the pool size gauge equals the number of pool processes."""
+    with WorkerProcess(broker, queue_name, pool="prefork",
+                       extra_args=("--autoscale", "3,1")) as worker:
+        main = psutil.Process(worker.process.pid)  # type: ignore[union-attr]
+        wait_until(lambda: value(worker.metrics(), "celery_worker_pool_size",
+                                 worker_name=worker.hostname) == len(main.children()) >= 1,
+                   15, "the gauge to match the pool")
+
+
+def test_task_metrics_outside_a_worker_are_dropped() -> None:
+    """Task code recording metrics outside an observed worker runs and records nothing."""
+    from celery_observe import TaskCounter
+
+    counter = TaskCounter("outside_total", "Counted outside a worker.", ["kind"])
+    counter.labels("x").inc()
+    with pytest.raises(ValueError, match="takes 1 label values"):
+        counter.labels()
+    with pytest.raises(ValueError, match="not a valid Prometheus metric name"):
+        TaskCounter("9 lives", "bad")
