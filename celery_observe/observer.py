@@ -28,7 +28,7 @@ from .history import TaskHistory
 from .http import ObserveHTTPServer, Response, Route, json_response
 from .instrument import TaskInstrumentation
 from .metrics import TaskMetrics
-from .pool import PoolCollector, pool_size, snapshot
+from .pool import PoolCollector, active_and_reserved, pool_size, snapshot
 from .queues import QueueLengths
 from .recorder import Recorder
 from .resources import ResourceMonitor, pool_child_pids
@@ -185,7 +185,7 @@ class Observer:
 
     def status(self) -> dict[str, Any]:
         worker = self.worker
-        active = snapshot(worker_state.active_requests)
+        active, reserved = active_and_reserved()
         now = time.time()
         return {
             "hostname": getattr(worker, "hostname", None),
@@ -202,7 +202,7 @@ class Observer:
                 for request in active
             ],
             "active_count": len(active),
-            "reserved_count": len(snapshot(worker_state.reserved_requests)) - len(active),
+            "reserved_count": len(reserved),
             "counts": self.recorder.counts(),
             "ready": self.readiness().ok,
         }
@@ -210,13 +210,13 @@ class Observer:
     def health(self) -> dict[str, Any]:
         """This worker's own view of its health, for the cluster's verdict."""
         alive, ready = self.liveness(), self.readiness()
-        active = snapshot(worker_state.active_requests)
+        active, reserved = active_and_reserved()
         return {
             "hostname": getattr(self.worker, "hostname", None),
             "alive": alive.ok, "ready": ready.ok,
             "liveness": alive.body, "readiness": ready.body,
             "active_count": len(active),
-            "reserved_count": len(snapshot(worker_state.reserved_requests)) - len(active),
+            "reserved_count": len(reserved),
             "queues": self.queue_names(),
             "internal_errors": int(sum(
                 sample.value for family in self.metrics.internal_errors.collect()
@@ -234,10 +234,7 @@ class Observer:
 
     def tasks(self) -> dict[str, list[dict[str, Any]]]:
         """Active, reserved (prefetched, not started) and scheduled (waiting on ETA) tasks."""
-        active = snapshot(worker_state.active_requests)
-        active_ids = {request.id for request in active}
-        reserved = [request for request in snapshot(worker_state.reserved_requests)
-                    if request.id not in active_ids]
+        active, reserved = active_and_reserved()
         scheduled = []
         timer = getattr(self.consumer, "timer", None)
         for waiting in snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):

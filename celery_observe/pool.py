@@ -36,6 +36,14 @@ def snapshot(requests: Iterable[Any]) -> list[Any]:
     return []
 
 
+def active_and_reserved() -> tuple[list[Any], list[Any]]:
+    """Requests executing now, and requests received but waiting for a pool slot."""
+    active = snapshot(worker_state.active_requests)
+    ids = {request.id for request in active}
+    waiting = [r for r in snapshot(worker_state.reserved_requests) if r.id not in ids]
+    return active, waiting
+
+
 class PoolCollector(Collector):
     """``celery_worker_pool_{size,busy}``, ``celery_worker_prefetch_count`` and reserved."""
 
@@ -48,8 +56,7 @@ class PoolCollector(Collector):
         if worker is None:
             return
         name = [str(worker.hostname)]
-        active = len(snapshot(worker_state.active_requests))
-        reserved = len(snapshot(worker_state.reserved_requests)) - active
+        active, reserved = (len(requests) for requests in active_and_reserved())
         size = pool_size(getattr(worker, "pool", None))
         qos = getattr(self._consumer(), "qos", None)
         for metric, help_text, value in (
@@ -58,7 +65,7 @@ class PoolCollector(Collector):
             ("celery_worker_prefetch_count", "Messages the worker may hold unacknowledged "
              "(the consumer's QoS prefetch count).", getattr(qos, "value", None)),
             ("celery_worker_reserved_tasks", "Tasks received and waiting for a pool slot.",
-             max(0, reserved)),
+             reserved),
         ):
             if value is not None:
                 family = GaugeMetricFamily(metric, help_text, labels=["worker_name"])
