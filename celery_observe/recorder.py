@@ -22,8 +22,8 @@ from .outcome import Outcome
 class _TaskSeries:
     """The bound label children of one task name."""
 
-    __slots__ = ("_durations", "_errors", "_metrics", "_retries", "active", "name",
-                 "queue_wait", "timeouts", "total")
+    __slots__ = ("_durations", "_errors", "_metrics", "_queue_wait", "_retries", "active",
+                 "name", "timeouts", "total")
 
     def __init__(self, metrics: TaskMetrics, name: str) -> None:
         self.name = name
@@ -32,7 +32,7 @@ class _TaskSeries:
         self.total: dict[str, Counter] = {s: metrics.task_total.labels(name, s) for s in STATUSES}
         self.active: Gauge = metrics.active_tasks.labels(name)
         self.timeouts: Counter = metrics.task_timeouts.labels(name)
-        self.queue_wait: Histogram = metrics.queue_wait.labels(name)
+        self._queue_wait: Histogram | None = None  # only for tasks with stamped messages
         self._durations: dict[str, Histogram] = {}
         self._errors: dict[str, Counter] = {}
         self._retries: dict[str, Counter] = {}
@@ -42,6 +42,11 @@ class _TaskSeries:
         if child is None:
             child = self._durations[status] = self._metrics.task_duration.labels(self.name, status)
         return child
+
+    def queue_wait(self) -> Histogram:
+        if self._queue_wait is None:
+            self._queue_wait = self._metrics.queue_wait.labels(self.name)
+        return self._queue_wait
 
     def errors(self, error_type: str) -> Counter:
         child = self._errors.get(error_type)
@@ -70,6 +75,7 @@ class Recorder:
         self._wall_clock = wall_clock
         self._series: dict[str, _TaskSeries] = {}
         self._lock = threading.Lock()
+        self._counts = dict.fromkeys(STATUSES, 0)  # for /status: O(1) instead of a collect
 
     def series(self, task_name: str) -> _TaskSeries:
         """The series of ``task_name``, or of ``other`` past the cap on task names."""
@@ -87,7 +93,7 @@ class Recorder:
         series = self.series(task_name)
         series.active.inc()
         if published_at is not None:
-            series.queue_wait.observe(max(0.0, self._wall_clock() - published_at))
+            series.queue_wait().observe(max(0.0, self._wall_clock() - published_at))
 
     def finished(self, task_name: str, outcome: Outcome, started_at: float | None,
                  task_id: str | None = None) -> None:
@@ -108,6 +114,8 @@ class Recorder:
         if series.name != task_name:
             self.metrics.dropped_label_values.labels("task_name").inc()
         series.total[status].inc()
+        with self._lock:
+            self._counts[status] += 1
         if elapsed is not None:
             series.duration(status).observe(elapsed)
         if outcome.error_type is not None:
@@ -118,9 +126,5 @@ class Recorder:
 
     def counts(self) -> dict[str, int]:
         """Outcomes recorded so far, by status, over all task names."""
-        counts = dict.fromkeys(STATUSES, 0)
-        for family in self.metrics.task_total.collect():
-            for sample in family.samples:
-                if sample.name == "celery_task_total":
-                    counts[sample.labels["status"]] += int(sample.value)
-        return counts
+        with self._lock:
+            return dict(self._counts)

@@ -1,0 +1,1 @@
+"""Benchmarks of celery-observe: scripts, not tests. Run ``python benchmarks/run.py``."""

@@ -1,0 +1,113 @@
+"""Figure 3: the status of a 4-worker cluster, celery-observe vs ``celery inspect``.
+
+Four observed prefork workers (``-c 1``) share a queue and a control exchange. Asked
+alternately, one sample each per round: the two command lines as new processes (as a
+person or a cron job runs them), and the two Python calls in this process with a client
+that already knows the workers (as a dashboard or a service holds one). ``Cluster`` is
+built with ``use_cache=False`` so every call is a real broadcast; figure 5 measures the
+cache. The start-up floor (``celery -A app observe --help``: interpreter, Celery and app
+imports, no broker) shows how much of a command line's time no broadcast can win back.
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import (
+    Context,
+    Worker,
+    bench_env,
+    celery_command,
+    cleanup_amqp,
+    client_app,
+    log,
+    running,
+    time_command,
+    timed,
+)
+from benchmarks.results import (
+    Row,
+    median,
+)
+from celery_observe import Cluster
+
+WORKERS = 4
+GOAL_MS = 100.0
+RATIO_GOAL = 10.0
+
+
+def _measure(ctx: Context, broker: str, broker_name: str, rounds: int) -> list[Row]:
+    queue = ctx.unique("status")
+    workers = [Worker(broker, queue, "prefork", 1, observe=True,
+                      hostname=f"w{index}.{queue}@localhost") for index in range(WORKERS)]
+    env = bench_env(broker, queue, 0)
+    app = client_app(broker, queue)
+    cluster = Cluster(app, use_cache=False)
+    samples: dict[str, list[float]] = {key: [] for key in
+                                       ("cli_observe", "cli_inspect", "cli_floor", "api_observe",
+                                        "api_inspect")}
+    problems: set[str] = set()
+    try:
+        with running(*workers):
+            first = cluster.status()  # discovery: learns the 4 workers (waits 0.25 s once)
+            if first["workers_online"] != WORKERS:
+                problems.add(f"discovery found {first['workers_online']} workers")
+            for number in range(rounds):
+                for key, command in (
+                        ("cli_observe", celery_command("observe", "status")),
+                        ("cli_inspect", celery_command("inspect", "active")),
+                        ("cli_floor", celery_command("observe", "--help"))):
+                    seconds, code, output = time_command(command, env)
+                    samples[key].append(seconds * 1000)
+                    if code != 0:
+                        problems.add(f"{key} exit {code}: {output.strip()[-200:]}")
+                    elif key == "cli_observe" and f"{WORKERS} worker(s) online" not in output:
+                        problems.add(f"observe status did not list {WORKERS} workers")
+                for _ in range(10):
+                    status, seconds = timed(cluster.status)
+                    samples["api_observe"].append(seconds * 1000)
+                    if status["workers_online"] != WORKERS:
+                        problems.add(f"Cluster.status saw {status['workers_online']}")
+                replies, seconds = timed(lambda: app.control.inspect().active())
+                samples["api_inspect"].append(seconds * 1000)
+                if len(replies or {}) != WORKERS:
+                    problems.add(f"inspect().active() got {len(replies or {})} replies")
+                log(f"fig 3 {broker_name} round {number + 1}/{rounds}: "
+                    f"observe status {samples['cli_observe'][-1]:.0f} ms, inspect active "
+                    f"{samples['cli_inspect'][-1]:.0f} ms, Cluster.status "
+                    f"{median(samples['api_observe']):.1f} ms, inspect().active() "
+                    f"{samples['api_inspect'][-1]:.0f} ms")
+    finally:
+        cluster.close()
+        app.close()
+        if broker_name == "RabbitMQ":
+            cleanup_amqp(queue)
+    note = "; ".join(sorted(problems))
+    cli_ratio = median(samples["cli_inspect"]) / median(samples["cli_observe"])
+    api_ratio = median(samples["api_inspect"]) / median(samples["api_observe"])
+    goal = f"< {GOAL_MS:g} ms, ≥ {RATIO_GOAL:g}x faster"
+    prefix = f"{broker_name}: "
+    return [
+        Row(3, prefix + "celery -A app observe status (CLI)", "ms", samples["cli_observe"], 1.0,
+            "itself", goal, median(samples["cli_observe"]) < GOAL_MS and cli_ratio >= RATIO_GOAL,
+            note or f"{cli_ratio:.1f}x faster than inspect active"),
+        Row(3, prefix + "celery -A app inspect active (CLI)", "ms", samples["cli_inspect"],
+            cli_ratio, "observe status", "", None, "waits its whole 1 s reply timeout"),
+        Row(3, prefix + "CLI start-up floor: celery -A app observe --help", "ms",
+            samples["cli_floor"], median(samples["cli_floor"]) / median(samples["cli_observe"]),
+            "observe status", "", None, "no broker: interpreter + imports only"),
+        Row(3, prefix + "Cluster(app).status() in-process", "ms", samples["api_observe"], 1.0,
+            "itself", goal, median(samples["api_observe"]) < GOAL_MS and api_ratio >= RATIO_GOAL,
+            f"{api_ratio:.0f}x faster than inspect().active(); workers known, no cache"),
+        Row(3, prefix + "app.control.inspect().active() in-process", "ms",
+            samples["api_inspect"], api_ratio, "Cluster.status()", "", None,
+            "waits its whole 1 s reply timeout"),
+    ]
+
+
+def run(ctx: Context) -> list[Row]:
+    rounds = 1 if ctx.quick else 5
+    rows = _measure(ctx, ctx.redis, "Redis", rounds)
+    if ctx.quick:
+        ctx.notes.append("Figure 3 (quick mode): Redis only, one round.")
+    elif ctx.amqp is not None:
+        rows += _measure(ctx, ctx.amqp, "RabbitMQ", rounds)
+    return rows

@@ -1,0 +1,113 @@
+"""Figure 6: the worker's memory with and without ``--observe`` after many tasks.
+
+A prefork (``-c 2``) worker runs no-op tasks whose names cycle through 1,000 distinct
+names; a feeder keeps a few thousand waiting (the queue never holds them all). At each
+checkpoint (100,000 tasks, and 1,000,000 with ``--tasks-1m``) the feeder pauses, the queue
+empties, and the resident memory (RSS) of the main process, where all observation lives,
+is read; the pool children's is shown for information. Plain and observed runs alternate;
+the overhead is taken run pair by run pair.
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.appenv import task_name
+from benchmarks.common import (
+    Context,
+    Worker,
+    log,
+    running,
+)
+from benchmarks.queueing import (
+    Publisher,
+)
+from benchmarks.results import (
+    Row,
+    median,
+)
+
+NAMES = 1000
+OVERHEAD_GOAL_MB = 10.0
+FLAT_GOAL_MB = 2.0
+MB = 1024 * 1024
+
+
+def _run_once(ctx: Context, observe: bool, checkpoints: list[int],
+              names: int) -> tuple[float, list[float], list[float]]:
+    """(RSS at start, main RSS at each checkpoint, children RSS at each) in MB."""
+    queue = ctx.unique("mem")
+    publisher = Publisher(ctx.redis, queue)
+    worker = Worker(ctx.redis, queue, "prefork", 2, observe=observe, names=names)
+    task_names = [task_name(index) for index in range(names)]
+    main: list[float] = []
+    children: list[float] = []
+    try:
+        with running(worker):
+            process = worker.main_process()
+            start = process.memory_info().rss / MB
+            pushed = 0
+            batch = min(2000, checkpoints[-1])
+            for checkpoint in checkpoints:
+                while pushed < checkpoint:
+                    if publisher.backlog()[0] < batch:
+                        count = min(batch, checkpoint - pushed)
+                        # Names continue where the last batch stopped, so all get used.
+                        names_now = [task_names[(pushed + i) % names] for i in range(count)]
+                        publisher.push(publisher.messages(count, names=names_now))
+                        pushed += count
+                    else:
+                        time.sleep(0.05)
+                publisher.wait_empty(timeout=600)
+                time.sleep(0.5)
+                main.append(process.memory_info().rss / MB)
+                children.append(sum(child.memory_info().rss
+                                    for child in process.children()) / MB)
+                log(f"fig 6 {'observe' if observe else 'plain'} after {checkpoint:,} tasks: "
+                    f"main {main[-1]:.1f} MB (start {start:.1f}), children {children[-1]:.1f} MB")
+    finally:
+        publisher.close()
+    return start, main, children
+
+
+def run(ctx: Context) -> list[Row]:
+    names = 50 if ctx.quick else NAMES
+    checkpoints = [1000] if ctx.quick else [100_000] + ([1_000_000] if ctx.tasks_1m else [])
+    results: dict[bool, list[tuple[float, list[float], list[float]]]] = {False: [], True: []}
+    for _number in range(ctx.runs):
+        for observe in (False, True):
+            results[observe].append(_run_once(ctx, observe, checkpoints, names))
+    rows: list[Row] = []
+    overheads_by_checkpoint: list[list[float]] = []
+    for index, checkpoint in enumerate(checkpoints):
+        plain = [run[1][index] for run in results[False]]
+        observed = [run[1][index] for run in results[True]]
+        overhead = [o - p for o, p in zip(observed, plain, strict=True)]
+        overheads_by_checkpoint.append(overhead)
+        at = f"after {checkpoint:,} tasks, {names:,} names"
+        kids = median(run[2][index] for run in results[False])
+        kids_observed = median(run[2][index] for run in results[True])
+        rows += [
+            Row(6, f"{at}: plain worker, main process", "MB", plain, 1.0, "plain", "", None,
+                f"children {kids:.1f} MB; at start "
+                f"{median(run[0] for run in results[False]):.1f} MB"),
+            Row(6, f"{at}: --observe, main process", "MB", observed,
+                median(observed) / median(plain), "plain", "", None,
+                f"children {kids_observed:.1f} MB; at start "
+                f"{median(run[0] for run in results[True]):.1f} MB"),
+            Row(6, f"{at}: overhead of --observe (pair by pair)", "MB", overhead, None, "",
+                f"< {OVERHEAD_GOAL_MB:g} MB", median(overhead) < OVERHEAD_GOAL_MB),
+        ]
+    if len(checkpoints) > 1:
+        growth = [late - early for early, late in
+                  zip(overheads_by_checkpoint[0], overheads_by_checkpoint[-1], strict=True)]
+        rows.append(Row(6, f"overhead growth from {checkpoints[0]:,} to {checkpoints[-1]:,} "
+                        "tasks (flat?)", "MB", growth, None, "", f"< {FLAT_GOAL_MB:g} MB",
+                        abs(median(growth)) < FLAT_GOAL_MB))
+    else:
+        rows.append(Row(6, "after 1,000,000 tasks: skipped (pass --tasks-1m; ~20 min a run)",
+                        "MB", [], None, "", f"flat (< {FLAT_GOAL_MB:g} MB growth)", None,
+                        "not measured in this run"))
+    if ctx.quick:
+        ctx.notes.append(f"Figure 6 (quick mode): {checkpoints[0]:,} tasks, {names} names.")
+    return rows

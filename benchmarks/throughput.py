@@ -1,0 +1,102 @@
+"""Figure 1: how fast a worker drains no-op tasks, plain vs ``--observe`` vs task events.
+
+Each run starts a fresh worker and, once it is ready and idle, queues all the tasks on
+Redis in one transaction: the worker never waits for the producer and its start-up is
+not timed. The drain is timed from Redis alone (see :func:`queueing.measure_drain`), so
+no variant is asked anything during its run. The observed worker is scraped every 5 s,
+as Prometheus would. Variants alternate run by run so that drift of the machine hits
+each of them alike; the main process's CPU time per task is reported too, as it varies
+less than the rate from run to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from benchmarks.common import (
+    Context,
+    Flower,
+    Scraper,
+    Worker,
+    log,
+    running,
+)
+from benchmarks.queueing import (
+    Drain,
+    Publisher,
+    measure_drain,
+)
+from benchmarks.results import (
+    Row,
+    median,
+)
+
+POOLS: tuple[tuple[str, int], ...] = (("prefork", 2), ("threads", 4), ("solo", 1))
+PLAIN, OBSERVE, EVENTS, FLOWER = "plain", "--observe", "-E", "-E + Flower"
+SCRAPE_INTERVAL = 5.0
+GOAL = 0.97
+
+
+def drain_once(ctx: Context, pool: str, concurrency: int, variant: str, tasks: int,
+               scrape_interval: float | None = SCRAPE_INTERVAL, names: int = 0,
+               prepare: Callable[[Publisher, Worker], None] | None = None) -> Drain:
+    """One fresh worker of ``variant`` draining ``tasks`` no-op tasks."""
+    queue = ctx.unique("tp")
+    publisher = Publisher(ctx.redis, queue)
+    observe = variant.startswith(OBSERVE)
+    worker = Worker(ctx.redis, queue, pool, concurrency, observe=observe,
+                    events=variant.startswith(EVENTS), names=names)
+    services: list[Worker | Flower] = [Flower(ctx.redis, queue)] if variant == FLOWER else []
+    try:
+        payloads = publisher.messages(tasks)  # built before the clock and the worker start
+        with running(*services, worker):
+            if prepare is not None:
+                prepare(publisher, worker)
+            scraping = (Scraper(worker.port, scrape_interval)
+                        if observe and scrape_interval else contextlib.nullcontext())
+            with scraping:
+                return measure_drain(publisher, worker, payloads)
+    finally:
+        publisher.close()
+
+
+def run(ctx: Context) -> list[Row]:
+    pools = (("solo", 1),) if ctx.quick else POOLS
+    variants = [PLAIN, OBSERVE, EVENTS] + ([FLOWER] if ctx.flower else [])
+    if not ctx.flower:
+        ctx.notes.append("Figure 1: Flower is not installed (pip install flower), so the "
+                         "'-E + Flower' variant was skipped.")
+    if ctx.quick:
+        ctx.notes.append("Figure 1 (quick mode): solo pool only, "
+                         f"{ctx.drain_tasks} tasks, {ctx.runs} run(s).")
+    rows: list[Row] = []
+    for pool, concurrency in pools:
+        drains: dict[str, list[Drain]] = {variant: [] for variant in variants}
+        for number in range(1, ctx.runs + 1):
+            for variant in variants:
+                drain = drain_once(ctx, pool, concurrency, variant, ctx.drain_tasks)
+                drains[variant].append(drain)
+                log(f"fig 1 {pool} -c {concurrency} {variant} run {number}/{ctx.runs}: "
+                    f"{drain.rate:.0f} tasks/s, main CPU {drain.cpu_us_per_task:.0f} us/task")
+        rows += _rows(pool, concurrency, drains)
+    return rows
+
+
+def _rows(pool: str, concurrency: int, drains: dict[str, list[Drain]]) -> list[Row]:
+    label = "solo" if pool == "solo" else f"{pool} -c {concurrency}"
+    rates = {variant: [d.rate for d in runs] for variant, runs in drains.items()}
+    cpus = {variant: median(d.cpu_us_per_task for d in runs) for variant, runs in drains.items()}
+    base, base_cpu = median(rates[PLAIN]), cpus[PLAIN]
+    rows = []
+    for variant, values in rates.items():
+        ratio = median(values) / base
+        note = f"main-process CPU {cpus[variant]:.0f} µs/task ({cpus[variant] / base_cpu:.2f}x)"
+        goal, met = "", None
+        if variant == OBSERVE:
+            note += f"; scraped every {SCRAPE_INTERVAL:g} s"
+            goal = f"≥ {GOAL} and above -E (min > -E max)"
+            met = ratio >= GOAL and (EVENTS not in rates or min(values) > max(rates[EVENTS]))
+        rows.append(Row(1, f"{label}: {variant}", "tasks/s", values, ratio, "plain", goal, met,
+                        note))
+    return rows
