@@ -17,11 +17,12 @@ from celery import bootsteps, signals
 
 from . import control  # noqa: F401 - registers the observe_* remote-control commands
 from .config import SETTINGS, ObserveConfigError, Setting, resolve_config
-from .observer import Observer
 from .publish import stamp_publish_times
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from .observer import Observer
 
 _OBSERVER_ATTRIBUTE = "celery_observe"
 
@@ -45,6 +46,8 @@ class ObserveStep(bootsteps.StartStopStep):
         return self.config.enabled
 
     def create(self, worker: Any) -> None:
+        from .observer import Observer  # only workers that observe pay for its imports
+
         self.observer = Observer(worker.app, self.config)
         self.observer.attach(worker)
         setattr(worker, _OBSERVER_ATTRIBUTE, self.observer)

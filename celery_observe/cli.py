@@ -12,17 +12,21 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .bootstep import register_worker_options
-from .cluster import BrokerUnreachableError, Cluster
 from .health import EXIT_CODES, UNHEALTHY
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 
 def _cluster(ctx: click.Context) -> Cluster:
     """A client for the app given with -A, closed when the command ends."""
+    from .cluster import Cluster  # loaded when a command runs, not on every `celery` call
+
     app = getattr(ctx.obj, "app", None)
     if app is None:
         raise click.UsageError("name the app: celery -A proj observe ...")
@@ -49,6 +53,8 @@ def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
 
 
 def _run(ctx: click.Context, fetch: Callable[[Cluster], Any]) -> Any:
+    from .cluster import BrokerUnreachableError
+
     try:
         return fetch(_cluster(ctx))
     except BrokerUnreachableError as exc:
@@ -139,7 +145,7 @@ def _render_status(data: dict[str, Any]) -> str:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
     """The cluster at a glance: workers, their load and queue depths."""
-    _emit(_run(ctx, Cluster.status), as_json, _render_status)
+    _emit(_run(ctx, lambda cluster: cluster.status()), as_json, _render_status)
 
 
 @observe.command()
@@ -147,7 +153,7 @@ def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout:
 @click.pass_context
 def workers(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
     """One line per worker."""
-    data = _run(ctx, Cluster.status)
+    data = _run(ctx, lambda cluster: cluster.status())
     _emit({"workers": data["workers"], "missing": data["missing"]} if as_json else data,
           as_json, _render_workers)
 
@@ -168,7 +174,7 @@ def _clock(timestamp: float | None) -> str | None:
 @click.pass_context
 def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
     """Running, reserved and scheduled tasks (arguments redacted unless workers opt in)."""
-    _emit(_run(ctx, Cluster.tasks), as_json, _render_tasks)
+    _emit(_run(ctx, lambda cluster: cluster.tasks()), as_json, _render_tasks)
 
 
 @observe.command()
@@ -176,7 +182,8 @@ def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: 
 @click.pass_context
 def queues(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
     """Messages waiting in each queue the workers consume."""
-    _emit(_run(ctx, Cluster.queues), as_json, lambda d: _render_queues(d["queues"]))
+    _emit(_run(ctx, lambda cluster: cluster.queues()), as_json,
+          lambda data: _render_queues(data["queues"]))
 
 
 def _render_history(data: dict[str, Any]) -> str:
@@ -210,6 +217,8 @@ def history(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout
 def top(ctx: click.Context, interval: float, iterations: int | None, timeout: float,
         discovery_timeout: float) -> None:
     """A live view of workers, running tasks and queue depths; Ctrl-C quits."""
+    from .cluster import BrokerUnreachableError
+
     cluster = _cluster(ctx)
     clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
     shown = 0

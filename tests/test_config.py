@@ -104,3 +104,15 @@ def test_bad_env_value_stops_the_worker_with_the_message() -> None:
     result = run_celery("-A", "tests.workerapp", "worker", "--observe", "-P", "solo", env=env)
     assert result.returncode != 0
     assert "environment variable CELERY_OBSERVE_BUCKETS has the value '10,1'" in result.stderr
+
+
+def test_public_api_loads_lazily_and_completely() -> None:
+    """Every name in __all__ resolves, and importing the package loads no heavy module."""
+    code = ("import sys, celery_observe as c; "
+            "heavy = [m for m in ('prometheus_client', 'psutil', 'celery_observe.observer') "
+            "if m in sys.modules]; "
+            "missing = [n for n in c.__all__ if getattr(c, n, None) is None]; "
+            "print(heavy, missing)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert result.stdout.strip() == "[] []", result.stderr
