@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery_observe import MonitoredTask, TaskCounter, TaskGauge, TaskHistogram
+from celery_observe import MonitoredTask, TaskCounter, TaskGauge, TaskHistogram, monitor_task
 from tests.workerapp import app
 
 __all__ = ["app"]
@@ -27,3 +27,9 @@ def bill(customer_id: str, amount: int) -> int:
     if amount < 0:
         raise ValueError("negative amount")
     return amount
+
+
+@app.task
+@monitor_task(labels={"customer_id": lambda args, kwargs: kwargs["order"]["customer"]})
+def ship(order: dict[str, str]) -> str:
+    return order["customer"]

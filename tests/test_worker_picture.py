@@ -53,11 +53,12 @@ def test_task_metrics_from_recycled_children_add_up_exactly(
 
 
 def test_monitored_task_counts_by_customer(broker: str, client: Celery, queue_name: str) -> None:
-    """MonitoredTask records started/completed/failed/duration with the customer_id label."""
+    """MonitoredTask and @monitor_task record started/completed/failed/duration by customer."""
     with WorkerProcess(broker, queue_name, pool="prefork", app="tests.metricsapp") as worker:
         for customer, amount in (("c1", 5), ("c1", 7), ("c2", -1), ("c2", 3)):
             client.send_task(M + "bill", (customer, amount), queue=queue_name)
-        wait_until(lambda: outcomes(worker) == 4, 30, "4 outcomes")
+        client.send_task(M + "ship", kwargs={"order": {"customer": "c3"}}, queue=queue_name)
+        wait_until(lambda: outcomes(worker) == 5, 30, "5 outcomes")
         samples = wait_until(lambda: (s := worker.metrics()) and value(
             s, "celery_monitored_task_duration_seconds_count", task_name=M + "bill",
             customer_id="c2") == 2 and s, 10, "monitored metrics")
@@ -67,6 +68,8 @@ def test_monitored_task_counts_by_customer(broker: str, client: Celery, queue_na
         assert value(samples, "celery_monitored_task_completed_total", **labels) == completed
     assert value(samples, "celery_monitored_task_failed_total", task_name=M + "bill",
                  customer_id="c2", error_type="ValueError") == 1
+    assert value(samples, "celery_monitored_task_completed_total", task_name=M + "ship",
+                 customer_id="c3") == 1
 
 
 @pytest.mark.parametrize(("pool", "concurrency", "size"),
@@ -169,6 +172,14 @@ def test_task_name_cap_maps_the_rest_to_other(broker: str, client: Celery,
     assert value(samples, "celery_task_total", task_name="other", status="failure") == 3
     assert value(samples, "celery_observe_dropped_label_values_total", label="task_name") == 3
     assert not [key for key in samples if ("task_name", "tests.workerapp.boom") in key[1]]
+
+
+def test_allow_and_deny_lists_send_task_names_to_other() -> None:
+    """Names outside the allow list, or on the deny list, are 'other'; the rest keep theirs."""
+    label = BoundedLabel("task_name", 10, allow=["proj.*"], deny=["proj.noisy.*"])
+    assert [label(name) for name in ("proj.a", "other.b", "proj.noisy.c", "proj.a")] == [
+        "proj.a", "other", "other", "proj.a"]
+    assert label.admitted == 1
 
 
 def test_bounded_label_memory_stays_flat_for_a_million_values() -> None:
