@@ -67,16 +67,26 @@ def parse_bool(value: Any) -> bool:
     raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
 
 
-def _parse_port(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a port number")
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a whole number from 0 to 65535 (0 picks a free port)") from None
-    if not 0 <= port <= 65535:
-        raise ValueError("expected a whole number from 0 to 65535 (0 picks a free port)")
-    return port
+def _whole_number(low: int, high: int, hint: str) -> Callable[[Any], int]:
+    """A parser of whole numbers from ``low`` to ``high``; ``hint`` says what is expected."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):  # True is an int to Python, not a number to a user
+            raise ValueError(hint)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(hint) from None
+        if not low <= number <= high:
+            raise ValueError(hint)
+        return number
+
+    return parse
+
+
+_parse_port = _whole_number(0, 65535, "expected a whole number from 0 to 65535 "
+                                      "(0 picks a free port)")
+_parse_count = _whole_number(1, 1_000_000, "expected a whole number from 1 to 1000000")
 
 
 def _parse_address(value: Any) -> str:
@@ -107,19 +117,6 @@ def _parse_buckets(value: Any) -> tuple[float, ...]:
     if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
         raise ValueError(hint)
     return bounds
-
-
-def _parse_count(value: Any) -> int:
-    hint = "expected a whole number from 1 to 1000000"
-    if isinstance(value, bool):
-        raise ValueError(hint)
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(hint) from None
-    if not 1 <= count <= 1_000_000:
-        raise ValueError(hint)
-    return count
 
 
 def _parse_patterns(value: Any) -> tuple[str, ...]:
