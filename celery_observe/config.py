@@ -67,7 +67,7 @@ def parse_bool(value: Any) -> bool:
     raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
 
 
-def _whole_number(low: int, high: int, hint: str) -> Callable[[Any], int]:
+def whole_number(low: int, high: int, hint: str) -> Callable[[Any], int]:
     """A parser of whole numbers from ``low`` to ``high``; ``hint`` says what is expected."""
 
     def parse(value: Any) -> int:
@@ -84,9 +84,9 @@ def _whole_number(low: int, high: int, hint: str) -> Callable[[Any], int]:
     return parse
 
 
-_parse_port = _whole_number(0, 65535, "expected a whole number from 0 to 65535 "
+_parse_port = whole_number(0, 65535, "expected a whole number from 0 to 65535 "
                                       "(0 picks a free port)")
-_parse_count = _whole_number(1, 1_000_000, "expected a whole number from 1 to 1000000")
+_parse_count = whole_number(1, 1_000_000, "expected a whole number from 1 to 1000000")
 
 
 def _parse_address(value: Any) -> str:

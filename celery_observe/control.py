@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.worker.control import control_command, inspect_command
 
-from .config import parse_bool
+from .config import parse_bool, whole_number
 
 if TYPE_CHECKING:
     from .observer import Observer
@@ -61,16 +61,10 @@ def _cached(observer: Observer, cache_name: str, key: str, compute: Callable[[],
 
 
 def _limit(value: Any, maximum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}")
     try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}") \
-            from None
-    if not 1 <= limit <= maximum:
-        raise ValueError(f"limit must be a whole number from 1 to {maximum}, not {value!r}")
-    return limit
+        return whole_number(1, maximum, f"limit must be a whole number from 1 to {maximum}")(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, not {value!r}") from None
 
 
 @inspect_command(name="observe_status", args=[("use_cache", str)], signature="[use_cache=true]")
