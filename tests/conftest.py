@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import pytest
 from celery import Celery
 
 from celery_observe import stamp_publish_times
+
+from .servers import PrivateRedis
 
 BROKERS = {
     "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),
@@ -77,3 +80,22 @@ def client(broker: str, queue_name: str) -> Iterator[Celery]:
         else:
             channel.queue_delete(queue_name)
     app.close()
+
+
+def running(redis: PrivateRedis) -> Iterator[PrivateRedis]:
+    """Start ``redis`` for a fixture; kill it and remove its files afterwards."""
+    broker_url("redis")  # skips (or fails on CI) like every broker test
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.kill()
+        shutil.rmtree(redis.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A started redis-server of the test's own (no password, nothing on disk)."""
+    yield from running(PrivateRedis())

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
-
 import pytest
 from celery import Celery
 
 from celery_observe.health import liveness, readiness
 
-from .conftest import broker_url
+from .servers import PrivateRedis
 from .workers import WorkerProcess, wait_until
 
 
@@ -51,55 +46,11 @@ def test_blocked_main_loop_fails_liveness_then_recovers(broker: str, client: Cel
         wait_until(lambda: worker.status_code("/healthz") == 200, 10, "liveness to recover")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, which the test may kill and restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        wait_until(self.answers, 10, "redis-server to listen")
-
-    def answers(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    broker_url("redis")  # skips (or fails on CI) like every broker test
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    redis = PrivateRedis()
-    redis.start()
-    yield redis
-    redis.kill()
-
-
 @pytest.mark.broker
 def test_readiness_follows_the_broker_connection(private_redis: PrivateRedis,
                                                  queue_name: str) -> None:
     """/readyz is 503 while the broker is down, 200 after it returns; /healthz stays 200."""
-    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    url = private_redis.url()
     with WorkerProcess(url, queue_name, pool="threads") as worker:
         private_redis.kill()
         wait_until(lambda: worker.status_code("/readyz") == 503, 15, "readiness to fail")
