@@ -10,6 +10,7 @@ command and, through ``celeryd_init``, the bootsteps to any worker started with
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from .observer import Observer
 
+logger = logging.getLogger("celery_observe")
 _OBSERVER_ATTRIBUTE = "celery_observe"
 
 
@@ -48,9 +50,18 @@ class ObserveStep(bootsteps.StartStopStep):
     def create(self, worker: Any) -> None:
         from .observer import Observer  # only workers that observe pay for its imports
 
-        self.observer = Observer(worker.app, self.config)
-        self.observer.attach(worker)
-        setattr(worker, _OBSERVER_ATTRIBUTE, self.observer)
+        observer = None
+        try:
+            observer = Observer(worker.app, self.config)
+            observer.attach(worker)
+        except Exception:
+            logger.exception("celery-observe: could not set up observation of this worker; "
+                             "the worker runs on without it. Please report this traceback.")
+            if observer is not None:
+                observer.stop()  # gives the tasks their own request classes back
+            return
+        self.observer = observer
+        setattr(worker, _OBSERVER_ATTRIBUTE, observer)
 
     def start(self, worker: Any) -> None:
         if self.observer is not None:

@@ -109,8 +109,7 @@ class TaskMetrics:
             ["task_name"],
             registry=registry,
         )
-        self.failure_rate = FailureRate()
-        registry.register(self.failure_rate)
+        self.failure_rate = FailureRate()  # registered by the caller, behind a fault guard
         self.worker_info = Gauge(
             "celery_worker_info",
             "Always 1; labels describe the worker.",

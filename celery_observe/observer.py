@@ -6,6 +6,7 @@ in a test without a worker around it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import os
@@ -22,7 +23,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from .cache import CacheCollector, CacheSet
 from .cardinality import BoundedLabel
 from .config import ObserveConfig
-from .faults import FaultLog
+from .faults import FaultLog, GuardedCollector
 from .health import ProbeResult, liveness, readiness
 from .history import TaskHistory
 from .http import ObserveHTTPServer, Response, Route, json_response
@@ -70,9 +71,12 @@ class Observer:
         self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
         self.task_metrics = TaskMetricsReceiver(
             self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
-        self.registry.register(PoolCollector(lambda: self.worker, lambda: self.consumer))
         self.caches = CacheSet(clock=clock)
-        self.registry.register(CacheCollector(self.caches))
+        for component, collector in (
+                ("failure rate", self.metrics.failure_rate),
+                ("pool metrics", PoolCollector(lambda: self.worker, lambda: self.consumer)),
+                ("cache metrics", CacheCollector(self.caches))):
+            self.registry.register(GuardedCollector(component, collector, self.faults))
         self.queue_lengths = QueueLengths(app, self.queue_names, self.faults)
         self.registry.register(self.queue_lengths)
         self.instrumentation = TaskInstrumentation(app, self.recorder, self.faults)
@@ -103,9 +107,8 @@ class Observer:
 
     def start(self) -> None:
         """Start the resource monitor and the HTTP server (a busy port is logged, not fatal)."""
-        if self.resources is not None:
-            self.resources.start()
-        self.task_metrics.start()
+        self._each_safely("start", {"resources": getattr(self.resources, "start", None),
+                                    "task metrics": self.task_metrics.start})
         try:
             self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
                                             self.faults)
@@ -124,31 +127,46 @@ class Observer:
     def consumer_started(self, consumer: Any) -> None:
         """Hook tasks registered late and follow the event loop's ticks (each (re)connect)."""
         self.consumer = consumer
-        if self.instrumentation.apply():
-            consumer.update_strategies()
+        try:
+            if self.instrumentation.apply():
+                consumer.update_strategies()
+        except Exception as exc:  # noqa: BLE001 - tasks run on, some unobserved
+            self.faults.report("consumer start", exc)
         hub = getattr(consumer, "hub", None)
         if hub is not None and hasattr(hub, "on_tick"):
             self._hub = hub
-            self._last_tick = self._clock()
+            self.tick()
             hub.on_tick.add(self.tick)
 
     def tick(self) -> None:
-        """Called by the worker's event loop on every iteration."""
-        self._last_tick = self._clock()
+        """Called by the worker's event loop on every iteration: it must never raise there."""
+        try:
+            self._last_tick = self._clock()
+        except Exception as exc:  # noqa: BLE001
+            self.faults.report("loop tick", exc)
 
     def stop(self) -> None:
-        """Stop serving, release the port and unhook the tasks; idempotent."""
+        """Stop serving, release the port and unhook the tasks; idempotent, never raises."""
         server, self.server = self.server, None
-        if server is not None:
-            server.stop()
-        if self.resources is not None:
-            self.resources.stop()
-        self.task_metrics.stop()
-        self.queue_lengths.close()
-        if self._hub is not None:
-            self._hub.on_tick.discard(self.tick)
-            self._hub = None
-        self.instrumentation.restore()
+        hub, self._hub = self._hub, None
+        self._each_safely("stop", {
+            "http server": getattr(server, "stop", None),
+            "resources": getattr(self.resources, "stop", None),
+            "task metrics": self.task_metrics.stop,
+            "queue lengths": self.queue_lengths.close,
+            "loop tick": None if hub is None else functools.partial(hub.on_tick.discard,
+                                                                    self.tick),
+            "instrumentation": self.instrumentation.restore,
+        })
+
+    def _each_safely(self, phase: str, steps: Mapping[str, Callable[[], Any] | None]) -> None:
+        """Run each step; a fault in one is reported and the others still run."""
+        for component, step in steps.items():
+            try:
+                if step is not None:
+                    step()
+            except Exception as exc:  # noqa: BLE001 - the worker runs on without it
+                self.faults.report(f"{phase} {component}", exc)
 
     @property
     def concurrency(self) -> int | None:
@@ -256,16 +274,24 @@ class Observer:
         return Response(200, body, content_type, extra)
 
     def routes(self) -> dict[str, Route]:
-        def probe(check: Callable[[], ProbeResult]) -> Route:
+        def probe(name: str, check: Callable[[], ProbeResult], status_on_fault: int) -> Route:
             def route(_headers: Mapping[str, str]) -> Response:
-                result = check()
+                try:
+                    result = check()
+                except Exception as exc:  # noqa: BLE001
+                    self.faults.report(f"http {name}", exc)
+                    return json_response(status_on_fault, {
+                        "status": "unknown", "reason": f"the {name} check failed inside "
+                        "celery-observe; see the worker log"})
                 return json_response(result.http_status, result.body)
             return route
 
         return {
             "/metrics": self.metrics_response,
-            "/healthz": probe(self.liveness),
-            "/readyz": probe(self.readiness),
+            # A fault in our own check must not get a healthy worker restarted: liveness
+            # fails open; readiness fails closed, which only holds traffic back.
+            "/healthz": probe("/healthz", self.liveness, 200),
+            "/readyz": probe("/readyz", self.readiness, 503),
             "/status": lambda _headers: json_response(200, self.status()),
         }
 

@@ -73,8 +73,12 @@ class WorkerProcess:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self, serving: bool = True) -> None:
-        """Start and wait until ready; with ``serving`` False, expect no HTTP server."""
+    def start(self, serving: bool = True, probe_ready: bool = True) -> None:
+        """Start and wait until ready; with ``serving`` False, expect no HTTP server.
+
+        Ready means ``/readyz`` answers 200, or with ``probe_ready`` False (for a worker
+        whose probes are meant to fail) Celery's "ready." line.
+        """
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -84,7 +88,14 @@ class WorkerProcess:
             return
         match = wait_until(lambda: self._poll_log(SERVING), 30, "worker to serve")
         self.port = int(match.group("port"))
-        wait_until(lambda: self.status_code("/readyz") == 200, 30, "worker to be ready")
+        if probe_ready:
+            wait_until(lambda: self.status_code("/readyz") == 200, 30, "worker to be ready")
+        else:
+            wait_until(lambda: self._poll_log(READY), 30, "worker to be ready")
+
+    def count_in_log(self, text: str) -> int:
+        """How many times ``text`` occurs in the worker's log so far."""
+        return self.log().count(text)
 
     def _poll_log(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
         assert self.process is not None

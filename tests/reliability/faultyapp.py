@@ -1,0 +1,50 @@
+"""The test app in a worker whose celery-observe parts raise on every call.
+
+CELERY_OBSERVE_TEST_FAULTS names the parts to break, comma separated (see ``PARTS``).
+The faults are injected into celery-observe's own code at import, before the worker
+builds anything; Celery itself is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery_observe import (
+    cache,
+    instrument,
+    metrics,
+    observer,
+    pool,
+    queues,
+    recorder,
+    resources,
+    task_metrics,
+)
+from tests.metricsapp import app
+
+__all__ = ["app"]
+
+# part -> the (owner, attribute) pairs whose calls raise
+PARTS: dict[str, list[tuple[Any, str]]] = {
+    "recorder": [(recorder.Recorder, "started"), (recorder.Recorder, "finished")],
+    "classify": [(instrument, "classify_failure")],
+    "resources": [(resources.ResourceMonitor, "_sample")],
+    "queues": [(queues.QueueLengths, "read_broker")],
+    "collectors": [(pool.PoolCollector, "collect"), (cache.CacheCollector, "collect"),
+                   (metrics.FailureRate, "collect")],
+    "task metrics": [(task_metrics.TaskMetricsReceiver, "apply")],
+    "task metrics (pool child)": [(task_metrics._PipeWriter, "_write")],
+    "endpoints": [(observer.Observer, name) for name in (
+        "metrics_response", "status", "liveness", "readiness", "health", "tasks")],
+    "setup": [(instrument.TaskInstrumentation, "apply")],
+}
+
+
+def _injected_fault(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError("injected fault")
+
+
+for part in filter(None, os.environ.get("CELERY_OBSERVE_TEST_FAULTS", "").split(",")):
+    for owner, attribute in PARTS[part]:
+        setattr(owner, attribute, _injected_fault)
