@@ -73,6 +73,8 @@ def whole_number(low: int, high: int, hint: str) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):  # True is an int to Python, not a number to a user
             raise ValueError(hint)
+        if isinstance(value, float) and not value.is_integer():  # int() would truncate it
+            raise ValueError(hint)
         try:
             number = int(value)
         except (TypeError, ValueError):

@@ -12,6 +12,7 @@ into the worker's remote-control loop.
 from __future__ import annotations
 
 import functools
+import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
         try:
             return fun(observer, **arguments)
         except (TypeError, ValueError) as exc:
-            return {"error": f"{fun.__name__}: {exc}"}
+            return {"error": observer.mask(f"{fun.__name__}: {exc}")}
         except Exception as exc:  # noqa: BLE001
             observer.faults.report(f"control {fun.__name__}", exc)
             return {"error": f"{fun.__name__} failed inside the worker; see its log"}
@@ -50,9 +51,25 @@ def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
     return handler
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error reply quotes it: short, whatever a client sent."""
+    return _SHORT.repr(value)
+
+
+def _use_cache(value: Any) -> bool:
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise ValueError(f"use_cache must be true or false, not {_shown(value)}") from None
+
+
 def _cached(observer: Observer, cache_name: str, key: str, compute: Callable[[], Any],
             use_cache: Any) -> Reply:
-    if not parse_bool(use_cache):
+    if not _use_cache(use_cache):
         return {"cache": "BYPASS", "data": compute()}
     cache = observer.caches.get(cache_name)
     value, hit = cache.get_or_compute(key, compute)
@@ -64,7 +81,7 @@ def _limit(value: Any, maximum: int) -> int:
     try:
         return whole_number(1, maximum, f"limit must be a whole number from 1 to {maximum}")(value)
     except ValueError as exc:
-        raise ValueError(f"{exc}, not {value!r}") from None
+        raise ValueError(f"{exc}, not {_shown(value)}") from None
 
 
 @inspect_command(name="observe_status", args=[("use_cache", str)], signature="[use_cache=true]")
@@ -115,5 +132,7 @@ def observe_cache_stats(observer: Observer) -> Reply:
 @_command
 def observe_cache_invalidate(observer: Observer, cache_name: str | None = None) -> Reply:
     """Drop the worker's cached answers: all caches, or the one named."""
+    if cache_name is not None and not isinstance(cache_name, str):
+        raise TypeError(f"cache_name must be the name of a cache, not {_shown(cache_name)}")
     removed = observer.caches.invalidate(cache_name or None)
     return {"ok": f"invalidated {removed} entries", "cache_name": cache_name or "all"}
