@@ -40,7 +40,13 @@ class ObserveStep(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def __init__(self, worker: Any, **options: Any) -> None:
-        self.config = resolve_config(options, worker.app.conf)
+        try:
+            self.config = resolve_config(options, worker.app.conf)
+        except ObserveConfigError as exc:
+            if click.get_current_context(silent=True) is not None:
+                # `celery worker`: a usage error (exit 2) with the message, no traceback.
+                raise click.UsageError(str(exc)) from None
+            raise
         self.observer: Observer | None = None
         super().__init__(worker, **options)
 
