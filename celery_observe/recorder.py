@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .cardinality import BoundedLabel
+from .cardinality import OVERFLOW, BoundedLabel
 from .history import FinishedTask, TaskHistory
 from .metrics import STATUSES, TaskMetrics
 from .outcome import Outcome
@@ -62,6 +62,11 @@ class _TaskSeries:
         return child
 
 
+#: (task name, exception class) pairs with error or retry series of their own; further
+#: pairs are counted as error_type (or reason) "other" of their task.
+MAX_ERROR_SERIES = 1000
+
+
 class Recorder:
     """Records task starts and outcomes on a :class:`TaskMetrics` and a :class:`TaskHistory`."""
 
@@ -71,6 +76,10 @@ class Recorder:
         self.metrics = metrics
         self.history = history
         self.task_names = task_names
+        # Class names come from code, but code can make classes, and names x classes can
+        # multiply: bound the pairs, as task names are bound.
+        self._error_pairs = BoundedLabel("error_type", MAX_ERROR_SERIES)
+        self._retry_pairs = BoundedLabel("reason", MAX_ERROR_SERIES)
         self._clock = clock
         self._wall_clock = wall_clock
         self._series: dict[str, _TaskSeries] = {}
@@ -119,10 +128,19 @@ class Recorder:
         if elapsed is not None:
             series.duration(status).observe(elapsed)
         if outcome.error_type is not None:
-            series.errors(outcome.error_type).inc()
+            series.errors(self._bounded(self._error_pairs, series.name,
+                                        outcome.error_type)).inc()
             self.metrics.failure_rate.add(series.name)
         if outcome.retry_reason is not None:
-            series.retries(outcome.retry_reason).inc()
+            series.retries(self._bounded(self._retry_pairs, series.name,
+                                         outcome.retry_reason)).inc()
+
+    def _bounded(self, pairs: BoundedLabel, task_name: str, class_name: str) -> str:
+        """``class_name``, or ``other`` once ``pairs`` holds its cap of other pairs."""
+        if pairs(f"{task_name}\x1f{class_name}") == OVERFLOW:
+            self.metrics.dropped_label_values.labels(pairs.label).inc()
+            return OVERFLOW
+        return class_name
 
     def counts(self) -> dict[str, int]:
         """Outcomes recorded so far, by status, over all task names."""
