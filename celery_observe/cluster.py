@@ -15,10 +15,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kombu.exceptions import OperationalError
+
 from .cache import CacheSet
 from .faults import FaultLog
 from .health import cluster_health
 from .queues import QueueLengths
+from .redaction import Masker
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -51,7 +54,8 @@ class Cluster:
         self.queue_threshold = queue_threshold
         self.use_cache = use_cache
         self.caches = CacheSet(clock=clock)
-        self.faults = FaultLog()
+        self.mask = Masker.for_app(app)  # every message shown from an exception goes through it
+        self.faults = FaultLog(mask=self.mask)
         self._clock = clock
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -110,7 +114,9 @@ class Cluster:
                 raw = self.app.control.broadcast(
                     command, arguments=arguments, reply=True, connection=connection,
                     timeout=self.timeout if expected else self.discovery_timeout, limit=limit)
-            except (OSError, *connection.connection_errors) as exc:
+            # kombu reraises a failed connect as its OperationalError, neither an OSError
+            # nor one of the transport's connection_errors.
+            except (OSError, OperationalError, *connection.connection_errors) as exc:
                 self._broker = None
                 connection.collect()
                 raise BrokerUnreachableError(self._describe_error(exc)) from None
@@ -120,7 +126,7 @@ class Cluster:
         return replies
 
     def _describe_error(self, exc: BaseException) -> str:
-        return f"{type(exc).__name__}: {exc} (broker {self.broker_url})"
+        return self.mask(f"{type(exc).__name__}: {exc} (broker {self.broker_url})")
 
     @property
     def broker_url(self) -> str:
@@ -133,15 +139,15 @@ class Cluster:
         value, _hit = self.caches.get(cache_name).get_or_compute(key, compute)
         return value
 
-    @staticmethod
-    def _data(replies: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def _data(self, replies: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """Split replies into data per worker and errors per worker."""
         data, errors = {}, {}
         for hostname, reply in replies.items():
             if isinstance(reply, dict) and "error" not in reply:
                 data[hostname] = reply.get("data", reply)
             else:
-                errors[hostname] = str(reply.get("error") if isinstance(reply, dict) else reply)
+                errors[hostname] = self.mask(
+                    str(reply.get("error") if isinstance(reply, dict) else reply))
         return data, errors
 
     # --- what users ask ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 #: Every value of the ``status`` label of ``celery_task_total``.
@@ -68,7 +69,11 @@ class FailureRate(Collector):
 
 
 class TaskMetrics:
-    """The task and worker metric families of one observed worker."""
+    """The task and worker metric families of one observed worker.
+
+    The per-task families are not in ``registry``: :mod:`celery_observe.exposition`
+    renders them, caching each task's lines (see ``per_task``).
+    """
 
     def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         self.registry = registry
@@ -76,38 +81,38 @@ class TaskMetrics:
             "celery_task_total",
             "Tasks finished by this worker, by outcome.",
             ["task_name", "status"],
-            registry=registry,
+            registry=None,
         )
         self.task_duration = Histogram(
             "celery_task_duration_seconds",
             "Time from the start of a task's execution to its outcome.",
             ["task_name", "status"],
             buckets=buckets,
-            registry=registry,
+            registry=None,
         )
         self.active_tasks = Gauge(
             "celery_active_tasks",
             "Tasks executing now.",
             ["task_name"],
-            registry=registry,
+            registry=None,
         )
         self.task_errors = Counter(
             "celery_task_errors_total",
             "Failed tasks by exception class.",
             ["task_name", "error_type"],
-            registry=registry,
+            registry=None,
         )
         self.task_retries = Counter(
             "celery_task_retries_total",
             "Task retries by the exception class that caused them.",
             ["task_name", "reason"],
-            registry=registry,
+            registry=None,
         )
         self.task_timeouts = Counter(
             "celery_task_timeouts_total",
             "Tasks that exceeded their soft or hard time limit.",
             ["task_name"],
-            registry=registry,
+            registry=None,
         )
         self.failure_rate = FailureRate()  # registered by the caller, behind a fault guard
         self.worker_info = Gauge(
@@ -122,7 +127,7 @@ class TaskMetrics:
             "(celery_observe installed in the producer).",
             ["task_name"],
             buckets=WAIT_BUCKETS,
-            registry=registry,
+            registry=None,
         )
         self.dropped_label_values = Counter(
             "celery_observe_dropped_label_values_total",
@@ -136,3 +141,6 @@ class TaskMetrics:
             ["component"],
             registry=registry,
         )
+        self.per_task: tuple[MetricWrapperBase, ...] = (
+            self.task_total, self.task_duration, self.active_tasks, self.task_errors,
+            self.task_retries, self.task_timeouts, self.queue_wait)

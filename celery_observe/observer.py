@@ -6,23 +6,25 @@ in a test without a worker around it.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import celery
 from celery import bootsteps, concurrency
 from celery.worker import state as worker_state
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .cache import CacheCollector, CacheSet
 from .cardinality import BoundedLabel
 from .config import ObserveConfig
+from .exposition import Exposition
 from .faults import FaultLog, GuardedCollector
 from .health import ProbeResult, liveness, readiness
 from .history import TaskHistory
@@ -32,6 +34,7 @@ from .metrics import TaskMetrics
 from .pool import PoolCollector, active_and_reserved, pool_size, snapshot
 from .queues import QueueLengths
 from .recorder import Recorder
+from .redaction import REDACTED, Masker, TaskArgsLogFilter
 from .resources import ResourceMonitor, pool_child_pids
 from .task_metrics import TaskMetricsReceiver
 
@@ -41,7 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_observe")
 
 _SOLO_POOLS = {"solo"}
-REDACTED = "<redacted: start the worker with --observe-show-task-args to see arguments>"
 
 
 def _pool_name(worker: Any) -> str:
@@ -63,12 +65,15 @@ class Observer:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = TaskMetrics(self.registry, config.buckets)
-        self.faults = FaultLog(self.metrics.internal_errors)
+        self.mask = Masker.for_app(app)
+        self.faults = FaultLog(self.metrics.internal_errors, mask=self.mask)
+        self._args_log_filter = TaskArgsLogFilter()
         self.history = TaskHistory(config.history_size)
         dropped = self.metrics.dropped_label_values
         task_names = BoundedLabel("task_name", config.max_task_names, config.task_names_allow,
                                   config.task_names_deny)
         self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
+        self.exposition = Exposition(self.recorder, self.metrics, self.registry)
         self.task_metrics = TaskMetricsReceiver(
             self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
         self.caches = CacheSet(clock=clock)
@@ -98,6 +103,8 @@ class Observer:
         self.metrics.worker_info.labels(
             worker.hostname, celery.__version__, self.pool_name, str(self.concurrency)).set(1)
         self.instrumentation.apply()
+        if not self.config.show_task_args:  # Celery logs a task's arguments at debug level
+            logging.getLogger("celery.pool").addFilter(self._args_log_filter)
         self.task_metrics.open_pipe()  # before the pool forks: every child inherits it
         self.resources = ResourceMonitor(
             lambda: pool_child_pids(getattr(worker, "pool", None)), self.faults,
@@ -111,14 +118,17 @@ class Observer:
                                     "task metrics": self.task_metrics.start})
         try:
             self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
-                                            self.faults)
+                                            self.faults, inline_paths={"/healthz", "/readyz"})
         except OSError as exc:
+            fix = ("Give each worker on this host its own port with --observe-port (or "
+                   "observe_port / CELERY_OBSERVE_PORT), or 0 for any free port."
+                   if exc.errno == errno.EADDRINUSE else
+                   "Give an address of this host with --observe-address (or observe_address "
+                   "/ CELERY_OBSERVE_ADDRESS), such as 0.0.0.0, 127.0.0.1 or ::.")
             logger.error(
                 "celery-observe: cannot listen on %s:%s (%s). The worker runs on and keeps "
-                "recording, but /metrics and the probes are not served. Give each worker on "
-                "this host its own port with --observe-port (or observe_port / "
-                "CELERY_OBSERVE_PORT), or 0 for any free port.",
-                self.config.address, self.config.port, exc.strerror or exc)
+                "recording, but /metrics and the probes are not served. %s",
+                self.config.address, self.config.port, exc.strerror or exc, fix)
             return
         self.server.start()
         logger.info("celery-observe: serving /metrics, /healthz, /readyz and /status on %s:%s",
@@ -157,6 +167,8 @@ class Observer:
             "loop tick": None if hub is None else functools.partial(hub.on_tick.discard,
                                                                     self.tick),
             "instrumentation": self.instrumentation.restore,
+            "task args log filter": functools.partial(
+                logging.getLogger("celery.pool").removeFilter, self._args_log_filter),
         })
 
     def _each_safely(self, phase: str, steps: Mapping[str, Callable[[], Any] | None]) -> None:
@@ -264,9 +276,16 @@ class Observer:
         return {"active": [self._describe(r) for r in active],
                 "reserved": [self._describe(r) for r in reserved], "scheduled": scheduled}
 
+    def collect(self) -> Iterable[Metric]:
+        """Every family ``/metrics`` shows, so ``generate_latest(observer)`` works."""
+        yield from self.registry.collect()
+        for metric in self.metrics.per_task:
+            yield from metric.collect()
+
     def metrics_response(self, headers: Mapping[str, str]) -> Response:
-        encoder, content_type = choose_encoder(headers.get("accept", ""))
-        body = encoder(self.registry)
+        _, content_type = choose_encoder(headers.get("accept", ""))
+        body = self.exposition.render(
+            openmetrics=content_type.startswith("application/openmetrics-text"))
         extra: tuple[tuple[str, str], ...] = ()
         if gzip_accepted(headers.get("accept-encoding", "")):
             body = gzip.compress(body, compresslevel=6)

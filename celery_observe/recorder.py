@@ -19,46 +19,52 @@ from .metrics import STATUSES, TaskMetrics
 from .outcome import Outcome
 
 
-class _TaskSeries:
-    """The bound label children of one task name."""
+class TaskSeries:
+    """The bound label children of one task name.
 
-    __slots__ = ("_durations", "_errors", "_metrics", "_queue_wait", "_retries", "active",
-                 "name", "timeouts", "total")
+    ``version`` grows with every change the recorder makes, so the exposition can keep
+    this task's rendered lines until the next change.
+    """
+
+    __slots__ = ("_metrics", "active", "durations", "errors_by_type", "name",
+                 "queue_wait_child", "retries_by_reason", "timeouts", "total", "version")
 
     def __init__(self, metrics: TaskMetrics, name: str) -> None:
         self.name = name
+        self.version = 0
         self._metrics = metrics
         # Every status starts at 0 so that rate() sees the first outcome of each.
         self.total: dict[str, Counter] = {s: metrics.task_total.labels(name, s) for s in STATUSES}
         self.active: Gauge = metrics.active_tasks.labels(name)
         self.timeouts: Counter = metrics.task_timeouts.labels(name)
-        self._queue_wait: Histogram | None = None  # only for tasks with stamped messages
-        self._durations: dict[str, Histogram] = {}
-        self._errors: dict[str, Counter] = {}
-        self._retries: dict[str, Counter] = {}
+        self.queue_wait_child: Histogram | None = None  # only for tasks with stamped messages
+        self.durations: dict[str, Histogram] = {}
+        self.errors_by_type: dict[str, Counter] = {}
+        self.retries_by_reason: dict[str, Counter] = {}
 
     def duration(self, status: str) -> Histogram:
-        child = self._durations.get(status)
+        child = self.durations.get(status)
         if child is None:
-            child = self._durations[status] = self._metrics.task_duration.labels(self.name, status)
+            child = self.durations[status] = self._metrics.task_duration.labels(self.name, status)
         return child
 
     def queue_wait(self) -> Histogram:
-        if self._queue_wait is None:
-            self._queue_wait = self._metrics.queue_wait.labels(self.name)
-        return self._queue_wait
+        if self.queue_wait_child is None:
+            self.queue_wait_child = self._metrics.queue_wait.labels(self.name)
+        return self.queue_wait_child
 
     def errors(self, error_type: str) -> Counter:
-        child = self._errors.get(error_type)
+        child = self.errors_by_type.get(error_type)
         if child is None:
-            child = self._errors[error_type] = self._metrics.task_errors.labels(
+            child = self.errors_by_type[error_type] = self._metrics.task_errors.labels(
                 self.name, error_type)
         return child
 
     def retries(self, reason: str) -> Counter:
-        child = self._retries.get(reason)
+        child = self.retries_by_reason.get(reason)
         if child is None:
-            child = self._retries[reason] = self._metrics.task_retries.labels(self.name, reason)
+            child = self.retries_by_reason[reason] = self._metrics.task_retries.labels(
+                self.name, reason)
         return child
 
 
@@ -82,11 +88,11 @@ class Recorder:
         self._retry_pairs = BoundedLabel("reason", MAX_ERROR_SERIES)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._series: dict[str, _TaskSeries] = {}
+        self._series: dict[str, TaskSeries] = {}
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(STATUSES, 0)  # for /status: O(1) instead of a collect
 
-    def series(self, task_name: str) -> _TaskSeries:
+    def series(self, task_name: str) -> TaskSeries:
         """The series of ``task_name``, or of ``other`` past the cap on task names."""
         series = self._series.get(task_name)
         if series is None:
@@ -94,7 +100,7 @@ class Recorder:
             with self._lock:
                 series = self._series.get(name)
                 if series is None:
-                    series = self._series[name] = _TaskSeries(self.metrics, name)
+                    series = self._series[name] = TaskSeries(self.metrics, name)
         return series
 
     def started(self, task_name: str, published_at: float | None = None) -> None:
@@ -103,11 +109,19 @@ class Recorder:
         series.active.inc()
         if published_at is not None:
             series.queue_wait().observe(max(0.0, self._wall_clock() - published_at))
+        series.version += 1  # after the change: a render that raced it is not kept
 
     def finished(self, task_name: str, outcome: Outcome, started_at: float | None,
                  task_id: str | None = None) -> None:
         """A task execution ended; ``started_at`` is its monotonic start, None if it never ran."""
         series = self.series(task_name)
+        try:
+            self._finished(series, task_name, outcome, started_at, task_id)
+        finally:
+            series.version += 1  # after the change: a render that raced it is not kept
+
+    def _finished(self, series: TaskSeries, task_name: str, outcome: Outcome,
+                  started_at: float | None, task_id: str | None) -> None:
         elapsed = None if started_at is None else max(0.0, self._clock() - started_at)
         ended = self._wall_clock()
         self.history.append(FinishedTask(
@@ -141,6 +155,11 @@ class Recorder:
             self.metrics.dropped_label_values.labels(pairs.label).inc()
             return OVERFLOW
         return class_name
+
+    def all_series(self) -> list[TaskSeries]:
+        """The series of every task name seen, in the order they were first seen."""
+        with self._lock:
+            return list(self._series.values())
 
     def counts(self) -> dict[str, int]:
         """Outcomes recorded so far, by status, over all task names."""

@@ -46,7 +46,7 @@ def worker(app: Celery) -> Iterator[Any]:
 
 def samples(observer: Observer) -> dict[Any, float]:
     from prometheus_client import generate_latest
-    return parse_metrics(generate_latest(observer.registry).decode())
+    return parse_metrics(generate_latest(observer).decode())
 
 
 def successes(observer: Observer, task: str) -> float:

@@ -32,7 +32,7 @@ CHECKPOINTS = (250_000, 500_000, 750_000, 1_000_000)
 
 @pytest.fixture
 def observer() -> Iterator[Observer]:
-    app = Celery("soak", set_as_current=False)
+    app = Celery("soak", broker="memory://", set_as_current=False)
     observer = Observer(app, ObserveConfig(enabled=True, max_task_names=MAX_TASK_NAMES))
     observer.task_metrics.start()  # no pipe: updates apply in this process, as in the worker
     yield observer
@@ -41,11 +41,11 @@ def observer() -> Iterator[Observer]:
 
 
 def series_count(observer: Observer) -> int:
-    return sum(len(family.samples) for family in observer.registry.collect())
+    return sum(len(family.samples) for family in observer.collect())
 
 
 def label_values(observer: Observer, label: str) -> set[str]:
-    return {sample.labels[label] for family in observer.registry.collect()
+    return {sample.labels[label] for family in observer.collect()
             for sample in family.samples if label in sample.labels}
 
 
@@ -74,7 +74,7 @@ def test_a_million_outcomes_plateau_at_the_caps(observer: Observer,
     (series_half, rss_half), (series_full, rss_full) = measured[500_000], measured[1_000_000]
     assert series_full == series_half
     assert len(label_values(observer, "task_name")) == MAX_TASK_NAMES + 1
-    error_series = [sample for family in observer.registry.collect() for sample in family.samples
+    error_series = [sample for family in observer.collect() for sample in family.samples
                     if sample.name == "celery_task_errors_total"]
     assert len([s for s in error_series if s.labels["error_type"] != "other"]) == MAX_ERROR_SERIES
     assert len(error_series) <= MAX_ERROR_SERIES + MAX_TASK_NAMES + 1  # + one 'other' each
