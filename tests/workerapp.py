@@ -1,7 +1,8 @@
 """The Celery app that test workers run: one task per outcome the tests pin down.
 
-The broker comes from CELERY_OBSERVE_TEST_BROKER; this module never imports
-celery_observe, as a user's app would not.
+The broker comes from CELERY_OBSERVE_TEST_BROKER (and a result backend, if any, from
+CELERY_OBSERVE_TEST_BACKEND); this module never imports celery_observe, as a user's app
+would not.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 from celery import Celery, signals
 from celery.exceptions import Reject
 
-app = Celery("workerapp", broker=os.environ.get("CELERY_OBSERVE_TEST_BROKER", "memory://"))
+app = Celery("workerapp", broker=os.environ.get("CELERY_OBSERVE_TEST_BROKER", "memory://"),
+             backend=os.environ.get("CELERY_OBSERVE_TEST_BACKEND") or None)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -87,3 +89,10 @@ def _block_the_main_loop(request: object = None, **_: object) -> None:
     """A receiver in the main process that hangs, as a deadlocked main loop would."""
     if getattr(request, "name", None) == "tests.workerapp.block_main_loop":
         time.sleep(4)
+
+
+@app.task
+def hold(secret: str, seconds: float, note: str = "") -> str:
+    """Runs for ``seconds`` holding secret-looking arguments; returns a digest, not them."""
+    time.sleep(seconds)
+    return f"held {len(secret) + len(note)} characters"

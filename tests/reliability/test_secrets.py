@@ -34,8 +34,8 @@ from ..workers import REPO, SERVING, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.broker
 
-APP = "tests.reliability.secretsapp"
-TASKS = "tests.reliability.secretsapp"
+APP = "tests.workerapp"
+TASKS = "tests.workerapp"
 SECRET_ARG = "card-4111-secret-arg"
 SECRET_KWARG = "kw-secret-note"
 HOLD_SECONDS = 300  # longer than the module runs; the worker is stopped cold (SIGQUIT)
@@ -56,7 +56,7 @@ Started = dict[str, "subprocess.Popen[str]"]
 
 
 def start_cli(env: dict[str, str], commands: Iterable[tuple[str, ...]]) -> Started:
-    """Start ``celery -A secretsapp <args>`` for each of ``commands``, named "cli <args>".
+    """Start ``celery -A tests.workerapp <args>`` for each of ``commands``, named "cli <args>".
 
     They run at once: against a dead broker each one waits out kombu's connection retries.
     """
