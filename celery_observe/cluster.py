@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from .cache import CacheSet
 from .faults import FaultLog
@@ -95,8 +96,11 @@ class Cluster:
         a collection that ends by timeout returns on time instead of up to a second late.
         """
         if self._broker is None:
+            # max_retries 0: a broker that is down fails the call at once (kombu would
+            # retry for broker_connection_timeout, 4 s, then some), so `celery observe
+            # health` answers "unreachable" in milliseconds; the next call connects anew.
             options = {**(self.app.conf.broker_transport_options or {}),
-                       "polling_interval": 0.05}
+                       "polling_interval": 0.05, "max_retries": 0}
             self._broker = self.app.connection_for_write(transport_options=options)
         return self._broker
 
@@ -130,8 +134,10 @@ class Cluster:
 
     @property
     def broker_url(self) -> str:
-        """The broker URL with its password masked."""
-        return str(self.app.connection_for_read().as_uri())
+        """The broker URL with its password masked (``as_uri`` shows ``:**@`` even when
+        there is none, which would send a reader looking for a password)."""
+        uri = self.app.connection_for_read().as_uri(include_password=True)
+        return str(maybe_sanitize_url(uri))
 
     def _cached(self, cache_name: str, key: str, compute: Callable[[], Any]) -> Any:
         if not self.use_cache:
