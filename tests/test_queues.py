@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import socket
 import threading
 import time
@@ -336,6 +338,33 @@ def test_closed_port_counts_one_error_per_ttl_and_logs_once(
     clock.advance(0.1)
     assert registry.get_sample_value(ERRORS) == 2
     assert len([r for r in caplog.records if r.name == "celery_observe"]) == 1
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_failed_connects_leave_no_descriptor_open(apps: Any, collectors: Any, queue: str,
+                                                  kind: str) -> None:
+    """Each failed connect closes what it opened then, not at the next garbage collection."""
+    url = BROKERS[kind][2].format(db=0).replace(f":{BROKERS[kind][1]}/", f":{free_port()}/")
+    clock = FakeClock()
+    collector = collectors(apps(url, queue, cleanup=False), [queue], clock=clock)
+    assert collector.measure() == {}  # the first attempt may set up things kept for good
+    gc.collect()
+    before = open_descriptors()
+    gc.disable()  # a broker outage leaves the collector little garbage to trigger one
+    try:
+        for _ in range(5):
+            clock.advance(3.0)
+            assert collector.measure() == {}
+        leaked = open_descriptors() - before
+    finally:
+        gc.enable()
+    assert collector.errors == 6
+    assert leaked == 0
 
 
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
