@@ -16,13 +16,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import OperationalError
-from kombu.utils.url import maybe_sanitize_url
 
 from .cache import CacheSet
 from .faults import FaultLog
 from .health import cluster_health
 from .queues import QueueLengths
-from .redaction import Masker
+from .redaction import Masker, mask_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -136,8 +135,7 @@ class Cluster:
     def broker_url(self) -> str:
         """The broker URL with its password masked (``as_uri`` shows ``:**@`` even when
         there is none, which would send a reader looking for a password)."""
-        uri = self.app.connection_for_read().as_uri(include_password=True)
-        return str(maybe_sanitize_url(uri))
+        return mask_url(self.app.connection_for_read().as_uri(include_password=True))
 
     def _cached(self, cache_name: str, key: str, compute: Callable[[], Any]) -> Any:
         if not self.use_cache:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from celery import Celery
 
 from celery_observe import stamp_publish_times
 
-from .servers import PrivateRedis
+from .servers import PrivateRedis, listening
 
 BROKERS = {
     "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),
@@ -27,18 +26,10 @@ BROKERS = {
 }
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def broker_url(name: str, db: int = 11) -> str:
     """The URL of a real broker, or skip (fail on CI) when it is not running."""
     host, port, template = BROKERS[name]
-    if not _reachable(host, port):
+    if not listening(host, port, timeout=1.0):
         reason = f"{name} is not running on {host}:{port}"
         if os.environ.get("CELERY_OBSERVE_REQUIRE_BROKERS") == "1":
             pytest.fail(f"{reason}, and CELERY_OBSERVE_REQUIRE_BROKERS=1 forbids skipping")

@@ -20,6 +20,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def listening(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 class PrivateRedis:
     """A redis-server of the test's own on a free port.
 
@@ -49,11 +58,7 @@ class PrivateRedis:
         wait_until(self.answers, 10, "redis-server to listen")
 
     def answers(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
+        return listening("127.0.0.1", self.port)
 
     def kill(self) -> None:
         if self.process is not None:
@@ -116,11 +121,7 @@ class PrivateRabbitMQ:
             log = (Path(self.directory) / "node.log").read_text(errors="replace")
             raise AssertionError(f"rabbitmq-server exited with {self.process.returncode}:\n"
                                  f"{log[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
+        return listening("127.0.0.1", self.port)
 
     def kill(self) -> None:
         """SIGKILL the node and everything it started (its own session)."""

@@ -22,6 +22,7 @@ from celery_observe.faults import FaultLog
 from celery_observe.queues import PUBLISHED_AT_HEADER, QueueDepth, QueueLengths
 
 from .conftest import BROKERS, broker_url
+from .servers import free_port
 
 TIMEOUT = 0.5  # the collector's broker timeout in these tests
 LENGTH = "celery_queue_length"
@@ -102,12 +103,6 @@ class Proxy:
             thread.join(5)
         for sock in [self.listener, *self.sockets]:
             sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def publish(app: Celery, queue: str, priorities: Sequence[int | None] = (None,),
