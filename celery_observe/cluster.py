@@ -110,10 +110,11 @@ class Cluster:
             self.broadcasts += 1
             connection = self._connection()
             try:
-                # Declared before publishing, the reply queue exists when the first worker
-                # answers; otherwise a new client's first replies can be routed nowhere.
-                mailbox = self.app.control.mailbox(connection)
-                mailbox.reply_queue(connection.default_channel).declare()
+                # kombu declares the reply queue before it publishes (an auto-delete queue is
+                # never a cached declaration) and deletes it after collecting, so replies
+                # always have a route and nothing stays in the broker. Declaring it here as
+                # well bound a queue of another mailbox copy, under another oid, that no one
+                # consumed or deleted: one binding left in Redis per broadcast.
                 raw = self.app.control.broadcast(
                     command, arguments=arguments, reply=True, connection=connection,
                     timeout=self.timeout if expected else self.discovery_timeout, limit=limit)

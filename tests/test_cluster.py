@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from celery_observe import Cluster
@@ -196,3 +198,69 @@ def test_cli_commands_show_the_workers(broker: str, queue_name: str,
         if command[0] != "top":
             as_json = observe_cli(broker, queue_name, "observe", *command, "--json")
             assert as_json.returncode == 0 and json.loads(as_json.stdout)
+
+
+def broker_leftovers(broker: str, exchange: str) -> dict[str, Any]:
+    """What a client could leave in the broker: Redis keys and binding sets, or AMQP queues."""
+    if broker.startswith("redis"):
+        server = redis.Redis.from_url(broker)
+        try:
+            state: dict[str, Any] = {}
+            for key in sorted(server.keys()):
+                kind = server.type(key)
+                # Sets and sorted sets by member; a binding deadline's score moves on.
+                state[key.decode()] = (sorted(server.smembers(key)) if kind == b"set" else
+                                       sorted(server.zrange(key, 0, -1)) if kind == b"zset"
+                                       else kind.decode())
+            return state
+        finally:
+            server.close()
+    listing = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    return {"queues": sorted(name for name in listing.split() if f".reply.{exchange}." in name)}
+
+
+CLIENT_PROCESS = """
+from celery_observe import Cluster
+from tests.workerapp import app
+with Cluster(app, timeout=5, discovery_timeout=0.5) as cluster:
+    print(cluster.status()["workers_online"])
+"""
+
+
+@pytest.mark.timeout(300)
+def test_clients_leave_nothing_in_the_broker(
+        make_cluster: Callable[..., Cluster], broker: str, client: Celery, queue_name: str,
+        two_workers: list[WorkerProcess]) -> None:
+    """50 client processes and 50 in-process clients leave the broker as they found it."""
+    if broker.startswith("amqp") and shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed")
+    make_cluster(timeout=5).status()  # the exchanges exist before the snapshot
+    before = broker_leftovers(broker, queue_name)
+    env = {**os.environ, "CELERY_OBSERVE_TEST_BROKER": broker,
+           "CELERY_OBSERVE_TEST_QUEUE": queue_name}
+    for batch in range(10):
+        processes = [subprocess.Popen([sys.executable, "-c", CLIENT_PROCESS], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, text=True) for _ in range(5)]
+        outputs = [process.communicate(timeout=60)[0].strip() for process in processes]
+        assert outputs == ["2"] * 5, f"batch {batch}: {outputs}"
+    for _ in range(50):
+        cluster = make_cluster(timeout=5, discovery_timeout=0.5)
+        assert cluster.status()["workers_online"] == 2
+        cluster.close()
+    assert broker_leftovers(broker, queue_name) == before
+
+
+def test_every_broadcast_hears_every_worker(
+        make_cluster: Callable[..., Cluster], client: Celery,
+        two_workers: list[WorkerProcess]) -> None:
+    """A new client's first broadcast, and each later one, gets the reply of every worker."""
+    hostnames = sorted(worker.hostname for worker in two_workers)
+    for _ in range(20):  # the first replies of a new client had no queue to land in
+        replies, _ = make_cluster(timeout=5, discovery_timeout=2).ask("observe_health")
+        assert sorted(replies) == hostnames
+    cluster = make_cluster(timeout=5)
+    cluster.ask("observe_health")
+    for _ in range(30):  # each collection deletes the reply queue; the next must redeclare it
+        replies, missing = cluster.ask("observe_health", use_cache=False)
+        assert (sorted(replies), missing) == (hostnames, [])
