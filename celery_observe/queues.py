@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from kombu.transport import pyamqp
-from kombu.transport import redis as kombu_redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -230,13 +228,16 @@ class QueueLengths(Collector):
             return self._channel
         # The class, not an instance: a Redis transport opens an epoll descriptor, which a
         # failed connect below would keep alive through the traceback (see _discard).
+        # Its driver names tell the transport apart without importing a broker client this
+        # worker does not use (kombu's Redis transport needs packaging, which a bare install
+        # of kombu lacks, so importing it took down workers on AMQP).
         transport = self._app.connection_for_read().get_transport_cls()
-        self._is_redis = issubclass(transport, kombu_redis.Transport)
+        self._is_redis = transport.driver_type == "redis"
         seconds = self._timeout
         options: dict[str, float] = {}
         if self._is_redis:
             options = {"socket_timeout": seconds, "socket_connect_timeout": seconds}
-        elif issubclass(transport, pyamqp.Transport):
+        elif transport.driver_name == "py-amqp":
             options = {"read_timeout": seconds, "write_timeout": seconds}
         connection = self._app.connection_for_read(
             connect_timeout=seconds, transport_options=options)
