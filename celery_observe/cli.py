@@ -21,6 +21,7 @@ from .health import EXIT_CODES, UNHEALTHY
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .shapes import QueueReport
 
 
 def _cluster(ctx: click.Context) -> Cluster:
@@ -31,7 +32,8 @@ def _cluster(ctx: click.Context) -> Cluster:
     if app is None:
         raise click.UsageError("name the app: celery -A proj observe ...")
     cluster = Cluster(app, timeout=ctx.params["timeout"],
-                      discovery_timeout=ctx.params["discovery_timeout"], use_cache=False)
+                      discovery_timeout=ctx.params["discovery_timeout"], use_cache=False,
+                      queues=ctx.params.get("queues", ()))
     ctx.call_on_close(cluster.close)
     return cluster
 
@@ -68,6 +70,9 @@ common = [
                  help="Seconds to wait for a known worker that does not answer."),
     click.option("--discovery-timeout", type=click.FloatRange(min=0.01), default=0.25,
                  show_default=True, help="Seconds to collect replies when no worker is known."),
+    click.option("--queue", "-Q", "queues", multiple=True, metavar="NAME",
+                 help="Also report this queue (repeatable); the app's configured queues and "
+                      "the workers' are always reported."),
 ]
 
 
@@ -104,7 +109,7 @@ def _render_health(data: dict[str, Any], verbose: bool) -> str:
               help="Queue depth above which the cluster is degraded.")
 @click.pass_context
 def health(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
-           verbose: bool, queue_threshold: int) -> None:
+           queues: tuple[str, ...], verbose: bool, queue_threshold: int) -> None:
     """Healthy (exit 0), degraded (exit 1) or unhealthy (exit 2): usable as an exec probe."""
     cluster = _cluster(ctx)
     cluster.queue_threshold = queue_threshold
@@ -127,9 +132,14 @@ def _render_workers(data: dict[str, Any]) -> str:
                         "READY", "PORT"])
 
 
-def _render_queues(queues: dict[str, int | None]) -> str:
-    return table([(name, "?" if depth is None else depth) for name, depth in queues.items()],
-                 ["QUEUE", "WAITING"])
+def _render_queues(queues: dict[str, QueueReport]) -> str:
+    rows = [(name, "?" if queue["length"] is None else queue["length"],
+             "-" if queue["oldest_message_age_seconds"] is None
+             else f"{queue['oldest_message_age_seconds']:.1f}s",
+             ", ".join(queue["consumers"]) or ("NONE: start a worker with -Q " + name
+                                                if queue["unconsumed"] else "-"))
+            for name, queue in queues.items()]
+    return table(rows, ["QUEUE", "WAITING", "OLDEST", "CONSUMERS"])
 
 
 def _render_status(data: dict[str, Any]) -> str:
@@ -143,7 +153,8 @@ def _render_status(data: dict[str, Any]) -> str:
 @observe.command()
 @with_common
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+           queues: tuple[str, ...]) -> None:
     """The cluster at a glance: workers, their load and queue depths."""
     _emit(_run(ctx, lambda cluster: cluster.status()), as_json, _render_status)
 
@@ -151,7 +162,8 @@ def status(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout:
 @observe.command()
 @with_common
 @click.pass_context
-def workers(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+def workers(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+            queues: tuple[str, ...]) -> None:
     """One line per worker."""
     data = _run(ctx, lambda cluster: cluster.status())
     _emit({"workers": data["workers"], "missing": data["missing"]} if as_json else data,
@@ -172,7 +184,8 @@ def _clock(timestamp: float | None) -> str | None:
 @observe.command()
 @with_common
 @click.pass_context
-def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
+def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+          queues: tuple[str, ...]) -> None:
     """Running, reserved and scheduled tasks (arguments redacted unless workers opt in)."""
     _emit(_run(ctx, lambda cluster: cluster.tasks()), as_json, _render_tasks)
 
@@ -180,8 +193,9 @@ def tasks(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: 
 @observe.command()
 @with_common
 @click.pass_context
-def queues(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float) -> None:
-    """Messages waiting in each queue the workers consume."""
+def queues(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+           queues: tuple[str, ...]) -> None:
+    """Every configured or consumed queue: messages waiting, and which workers consume it."""
     _emit(_run(ctx, lambda cluster: cluster.queues()), as_json,
           lambda data: _render_queues(data["queues"]))
 
@@ -200,7 +214,7 @@ def _render_history(data: dict[str, Any]) -> str:
               help="How many of the latest finished tasks to show.")
 @click.pass_context
 def history(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
-            limit: int) -> None:
+            queues: tuple[str, ...], limit: int) -> None:
     """The latest finished tasks over all workers, newest first."""
     _emit(_run(ctx, lambda cluster: cluster.history(limit)), as_json, _render_history)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,9 @@ from kombu.exceptions import OperationalError
 from .cache import CacheSet
 from .faults import FaultLog
 from .health import cluster_health
-from .queues import QueueLengths
+from .queues import QueueDepth, QueueReader, configured_queue_names
 from .redaction import Masker, mask_url
+from .shapes import QueueReport
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,11 +37,16 @@ def _now_iso() -> str:
 
 
 class Cluster:
-    """Status, health, tasks, history and queues of all observed workers of ``app``."""
+    """Status, health, tasks, history and queues of all observed workers of ``app``.
+
+    Queues reported are every queue the app's configuration names (see
+    :func:`~.queues.configured_queue_names`), every queue a worker consumes, and ``queues``.
+    """
 
     def __init__(self, app: Celery, *, timeout: float = 1.0, discovery_timeout: float = 0.25,
                  forget_after: float = 60.0, queue_threshold: int = 1000,
-                 use_cache: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 use_cache: bool = True, queues: Iterable[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         for name, value in (("timeout", timeout), ("discovery_timeout", discovery_timeout),
                             ("forget_after", forget_after)):
             if not value > 0:
@@ -59,8 +65,8 @@ class Cluster:
         self._clock = clock
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._queue_lengths: QueueLengths | None = None
-        self._wanted_queues: list[str] = []
+        self.extra_queues = tuple(queues)
+        self._queue_reader = QueueReader(app, self.faults, cache=self.caches.get("queue_status"))
         self._broker: Any = None
         self._broker_lock = threading.Lock()
         self.broadcasts = 0  # how many broadcasts this client sent (for tests and tuning)
@@ -164,7 +170,7 @@ class Cluster:
     def _status(self) -> dict[str, Any]:
         replies, missing = self.ask("observe_status", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        queues = self.queue_lengths(self._queue_names(workers))
+        queues = self._queue_reports(workers)
         return {
             "timestamp": _now_iso(),
             "broker": self.broker_url,
@@ -196,7 +202,7 @@ class Cluster:
                                      "readiness": {"reason": error}}
         except BrokerUnreachableError as exc:
             broker_error = str(exc)
-        queues = ({} if broker_error else self.queue_lengths(self._queue_names(workers)))
+        queues = {} if broker_error else self._queue_reports(workers)
         verdict = cluster_health(
             workers=workers, missing=missing, queues=queues, broker_error=broker_error,
             queue_threshold=self.queue_threshold,
@@ -241,31 +247,41 @@ class Cluster:
                 "errors": errors}
 
     def queues(self) -> dict[str, Any]:
-        """Queue lengths of every queue a worker consumes (and the default queue)."""
-        replies, _missing = self.ask("observe_status", use_cache=self.use_cache)
-        workers, _errors = self._data(replies)
-        return {"timestamp": _now_iso(),
-                "queues": self.queue_lengths(self._queue_names(workers))}
+        """Every known queue: its depth, the workers consuming it, and whether none does."""
+        replies, missing = self.ask("observe_status", use_cache=self.use_cache)
+        workers, errors = self._data(replies)
+        return {"timestamp": _now_iso(), "queues": self._queue_reports(workers),
+                "missing": missing, "errors": errors}
 
-    def _queue_names(self, workers: dict[str, Any]) -> list[str]:
-        names = {self.app.conf.task_default_queue}
-        for report in workers.values():
-            names.update(report.get("queues", ()))
-        return sorted(names)
+    def _queue_reports(self, workers: dict[str, Any]) -> dict[str, QueueReport]:
+        consumers: dict[str, list[str]] = {}
+        for hostname, report in sorted(workers.items()):
+            for name in report.get("queues", ()):
+                consumers.setdefault(name, []).append(hostname)
+        names = configured_queue_names(self.app) | set(consumers) | set(self.extra_queues)
+        reading = self._queue_reader.read(names, use_cache=self.use_cache)
+        reports = {}
+        for name in sorted(names):
+            depth = reading.depths.get(name) or QueueDepth(name, 0)
+            length = depth.total if reading.ok else None
+            reports[name] = QueueReport(
+                length=length,
+                by_priority={str(step): n for step, n in depth.by_priority.items()},
+                oldest_message_age_seconds=depth.oldest_age_seconds,
+                consumers=consumers.get(name, []),
+                unconsumed=bool(length) and name not in consumers)
+        return reports
 
-    def queue_lengths(self, names: list[str]) -> dict[str, int | None]:
-        """Length of each queue, None where the broker could not tell."""
-        self._wanted_queues = names
-        if self._queue_lengths is None:
-            self._queue_lengths = QueueLengths(self.app, lambda: self._wanted_queues,
-                                               self.faults)
-        depths = self._queue_lengths.measure()
-        return {name: (depths[name].total if name in depths else None) for name in names}
+    def queue_lengths(self, names: Iterable[str]) -> dict[str, int | None]:
+        """Messages waiting in each of ``names``: 0 for a queue the broker does not have,
+        None for all when the broker could not be asked. Safe to call from many threads."""
+        reading = self._queue_reader.read(names, use_cache=self.use_cache)
+        return {name: (reading.depths[name].total if name in reading.depths else 0)
+                if reading.ok else None for name in sorted(set(names))}
 
     def close(self) -> None:
         """Close this client's broker connections."""
-        if self._queue_lengths is not None:
-            self._queue_lengths.close()
+        self._queue_reader.close()
         with self._broker_lock:
             broker, self._broker = self._broker, None
         if broker is not None:

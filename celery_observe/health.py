@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .shapes import QueueReport
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -70,13 +72,14 @@ EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 
 
 def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
-                   queues: dict[str, int | None], broker_error: str | None,
+                   queues: dict[str, QueueReport], broker_error: str | None,
                    queue_threshold: int, start_command: str) -> dict[str, Any]:
     """The monitoring seed's verdict on a cluster: healthy, degraded or unhealthy.
 
     Unhealthy: the broker cannot be reached, or no worker answers (tasks cannot run).
-    Degraded: tasks run, but a queue is deeper than ``queue_threshold``, a worker that
-    answered before is silent, or a worker reports itself not alive or not ready.
+    Degraded: tasks run, but a queue is deeper than ``queue_threshold``, a queue holds
+    messages no worker consumes, a worker that answered before is silent, or a worker
+    reports itself not alive or not ready.
     """
     problems: list[str] = []
     recommendations: list[str] = []
@@ -91,8 +94,13 @@ def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
         recommendations.append(f"Start Celery workers: {start_command}")
     else:
         status = HEALTHY
-        for name, depth in sorted(queues.items()):
-            if depth is not None and depth > queue_threshold:
+        for name, queue in sorted(queues.items()):
+            depth = queue["length"]
+            if queue["unconsumed"]:
+                problems.append(f"queue {name!r} holds {depth} tasks and no worker consumes it")
+                recommendations.append(
+                    f"Start a worker that consumes {name!r}: {start_command} -Q {name}")
+            elif depth is not None and depth > queue_threshold:
                 problems.append(f"queue {name!r} holds {depth} tasks (threshold {queue_threshold})")
                 recommendations.append(f"Add workers consuming {name!r} or investigate slow tasks")
         for hostname in sorted(missing):
@@ -119,6 +127,8 @@ def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
             "worker_count": len(workers),
             **({"error": problems[0]} if status == UNHEALTHY else {}),
         },
-        "queues": {name: -1 if depth is None else depth for name, depth in sorted(queues.items())},
+        "queues": {name: -1 if queue["length"] is None else queue["length"]
+                   for name, queue in sorted(queues.items())},
+        "unconsumed_queues": sorted(name for name, queue in queues.items() if queue["unconsumed"]),
         "recommendations": recommendations,
     }

@@ -32,7 +32,8 @@ from .http import ObserveHTTPServer, Response, Route, json_response
 from .instrument import TaskInstrumentation
 from .metrics import TaskMetrics
 from .pool import PoolCollector, active_and_reserved, pool_size, snapshot
-from .queues import QueueLengths
+from .queue_metrics import QueueLengthCollector
+from .queues import QueueReader
 from .recorder import Recorder
 from .redaction import REDACTED, Masker, TaskArgsLogFilter
 from .resources import ResourceMonitor, pool_child_pids
@@ -82,8 +83,8 @@ class Observer:
                 ("pool metrics", PoolCollector(lambda: self.worker, lambda: self.consumer)),
                 ("cache metrics", CacheCollector(self.caches))):
             self.registry.register(GuardedCollector(component, collector, self.faults))
-        self.queue_lengths = QueueLengths(app, self.queue_names, self.faults)
-        self.registry.register(self.queue_lengths)
+        self.queue_reader = QueueReader(app, self.faults, cache=self.caches.get("queue_status"))
+        self.registry.register(QueueLengthCollector(self.queue_reader, self.queue_names))
         self.instrumentation = TaskInstrumentation(app, self.recorder, self.faults)
         self.server: ObserveHTTPServer | None = None
         self.resources: ResourceMonitor | None = None
@@ -163,7 +164,7 @@ class Observer:
             "http server": getattr(server, "stop", None),
             "resources": getattr(self.resources, "stop", None),
             "task metrics": self.task_metrics.stop,
-            "queue lengths": self.queue_lengths.close,
+            "queue lengths": self.queue_reader.close,
             "loop tick": None if hub is None else functools.partial(hub.on_tick.discard,
                                                                     self.tick),
             "instrumentation": self.instrumentation.restore,

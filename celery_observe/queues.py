@@ -1,14 +1,15 @@
-"""Broker queue lengths of the queues this worker consumes, measured when Prometheus scrapes.
+"""Broker queue depths, read on demand through a short TTL cache; no Prometheus in here.
 
-A backlog is the broker's to know, so it is asked, but lazily: only a scrape triggers a
-round trip, and a short TTL cache (the seed's queue-status TTL, 3 s) makes a burst of
-scrapes cost the broker one. The collector owns one connection of its own (the consumer's
-is not thread-safe and must never stall on us), connects on first use, drops it after any
-error and reconnects on the next miss. Every broker call is bounded by ``timeout``, and a
-failed round trip is cached too, so a dead broker costs each scrape at most that long and
-is not hammered. Redis spreads a queue over kombu's priority sub-queues, whose separator
-and steps are read from the kombu channel (transport options may change them); AMQP and
-other transports answer a passive ``queue_declare``.
+A backlog is the broker's to know, so it is asked, but lazily: only a caller (a scrape in
+the worker, a query in a client) triggers a round trip, and a short TTL cache (the seed's
+``queue_status`` cache, 3 s) makes a burst of callers cost the broker one per set of queues
+asked. The reader owns one connection of its own (a worker's consumer connection is not
+thread-safe and must never stall on us), connects on first use, drops it after any error
+and reconnects on the next miss. Every broker call is bounded by ``timeout``, and a failed
+round trip is cached too, so a dead broker costs each caller at most that long and is not
+hammered. Redis spreads a queue over kombu's priority sub-queues, whose separator and steps
+are read from the kombu channel (transport options may change them); AMQP and other
+transports answer a passive ``queue_declare``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from .cache import MetricsCache
 from .faults import FaultLog
@@ -50,8 +48,13 @@ class QueueDepth:
     oldest_age_seconds: float | None = None
 
 
-class _Reading(NamedTuple):
+class QueueReading(NamedTuple):
+    """The answer of one round trip for a set of queues."""
+
+    #: Depth per queue the broker knows; a queue it says does not exist is left out.
     depths: dict[str, QueueDepth]
+    #: False when the round trip failed: then ``depths`` is empty and means nothing.
+    ok: bool
     read_at: float  # the injected clock at the round trip, to age cached ages
 
 
@@ -90,20 +93,21 @@ def _discard(connection: Any) -> None:
             poller.close()
 
 
-class QueueLengths(Collector):
-    """``celery_queue_length`` and friends for the queues named by ``queue_names()``.
+class QueueReader:
+    """Depths of the queues a caller names, each set of names cached for the TTL.
 
-    A queue the broker says does not exist (AMQP, passive declare) is absent, not 0 and not
-    an error: the worker declares the queues it consumes, so a missing one was deleted.
-    Redis cannot tell a missing queue from an empty one and reports 0. Counts are messages
-    waiting: those a worker has prefetched (unacked) are not in them, on either broker.
+    A queue the broker says does not exist (AMQP, passive declare) is left out, not 0 and
+    not an error. Redis cannot tell a missing queue from an empty one and reports 0.
+    Counts are messages waiting: those a worker has prefetched (unacked) are not in them,
+    on either broker. Callers asking different sets at once each get theirs: the cache is
+    keyed by the set asked, and concurrent callers of one set share one round trip.
     """
 
     def __init__(
         self,
         app: Celery,
-        queue_names: Callable[[], Iterable[str]],
         faults: FaultLog,
+        cache: MetricsCache | None = None,
         ttl: float = 3.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -113,12 +117,12 @@ class QueueLengths(Collector):
             msg = f"timeout must be a number of seconds greater than 0, got {timeout!r}"
             raise ValueError(msg)
         self._app = app
-        self._queue_names = queue_names
         self._faults = faults
         self._timeout = float(timeout)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._cache = MetricsCache(default_ttl=ttl, max_size=1, clock=clock, name="queue_lengths")
+        self._cache = cache if cache is not None else MetricsCache(
+            default_ttl=ttl, max_size=100, clock=clock, name="queue_status")
         self._lock = threading.Lock()  # guards the connection, used by one thread at a time
         self._connection: Any = None
         self._channel: Any = None
@@ -134,69 +138,39 @@ class QueueLengths(Collector):
         with self._errors_lock:
             return self._errors
 
-    # --- scrape side ------------------------------------------------------------------
-
-    def measure(self) -> dict[str, QueueDepth]:
-        """Depth per queue, from the cache or one broker round trip; {} on error, never raises."""
+    def read(self, names: Iterable[str], *, use_cache: bool = True) -> QueueReading:
+        """The depths of ``names``, from the cache or one round trip; never raises."""
+        wanted = tuple(sorted(set(names)))
         try:
-            reading, _ = self._cache.get_or_compute("depths", self._read)
+            if use_cache:
+                reading, _ = self._cache.get_or_compute(
+                    "\n".join(wanted), lambda: self._read(wanted))
+            else:
+                reading = self._read(wanted)
             elapsed = max(0.0, self._clock() - reading.read_at)
-        except Exception as exc:  # noqa: BLE001 - a scrape degrades, it never raises
+        except Exception as exc:  # noqa: BLE001 - a caller degrades, it never raises
             self._faults.report(COMPONENT, exc)
-            return {}
-        return {
+            return QueueReading({}, False, self._clock())
+        return reading._replace(depths={
             name: depth if depth.oldest_age_seconds is None else dataclasses.replace(
                 depth, oldest_age_seconds=depth.oldest_age_seconds + elapsed)
             for name, depth in reading.depths.items()
-        }
+        })
 
-    def collect(self) -> Iterable[Metric]:
-        yield from self._families(self.measure())
+    def measure(self, names: Iterable[str], *, use_cache: bool = True) -> dict[str, QueueDepth]:
+        """Depth per queue the broker knows; {} when it could not be asked."""
+        return self.read(names, use_cache=use_cache).depths
 
-    def describe(self) -> Iterable[Metric]:
-        """Names only, so registering the collector does not ask the broker."""
-        yield from self._families({})
-
-    def _families(self, depths: dict[str, QueueDepth]) -> Iterable[Metric]:
-        length = GaugeMetricFamily(
-            "celery_queue_length",
-            "Messages waiting in each queue this worker consumes (Redis: all priorities).",
-            labels=["queue_name"])
-        by_priority = GaugeMetricFamily(
-            "celery_queue_length_by_priority",
-            "Messages waiting per Redis priority sub-queue, by kombu priority step.",
-            labels=["queue_name", "priority"])
-        oldest = GaugeMetricFamily(
-            "celery_queue_oldest_message_age_seconds",
-            "Age of the oldest waiting message, where the broker shows it without consuming "
-            "it and the producer stamped its publish time.",
-            labels=["queue_name"])
-        for name in sorted(depths):
-            depth = depths[name]
-            length.add_metric([name], depth.total)
-            for priority, count in sorted(depth.by_priority.items()):
-                by_priority.add_metric([name, str(priority)], count)
-            if depth.oldest_age_seconds is not None:
-                oldest.add_metric([name], depth.oldest_age_seconds)
-        yield length
-        yield by_priority
-        yield oldest
-        yield CounterMetricFamily(
-            "celery_queue_length_errors",
-            "Failed broker round trips for queue lengths; those scrapes have no queue gauges.",
-            value=self.errors)
-
-    def _read(self) -> _Reading:
+    def _read(self, names: tuple[str, ...]) -> QueueReading:
         """The cache's compute: a failure is cached like a value, so the broker rests."""
         try:
-            names = list(dict.fromkeys(self._queue_names()))
             depths = self.read_broker(names) if names else {}
-        except Exception as exc:  # noqa: BLE001 - counted and reported, the scrape goes on
+        except Exception as exc:  # noqa: BLE001 - counted and reported, the caller goes on
             with self._errors_lock:
                 self._errors += 1
             self._faults.report(COMPONENT, exc)
-            depths = {}
-        return _Reading(depths, self._clock())
+            return QueueReading({}, False, self._clock())
+        return QueueReading(depths, True, self._clock())
 
     # --- broker side ------------------------------------------------------------------
 
@@ -307,3 +281,36 @@ class QueueLengths(Collector):
                 continue
             depths[name] = QueueDepth(name, int(declared.message_count))
         return depths
+
+
+def _queue_name(route: Any) -> str | None:
+    """The queue a ``task_routes`` entry or a ``Task.queue`` sends to, when it names one."""
+    if isinstance(route, str):
+        return route
+    if isinstance(route, dict):
+        route = route.get("queue")
+        return route if isinstance(route, str) else getattr(route, "name", None)
+    name = getattr(route, "name", None)  # a kombu Queue
+    return name if isinstance(name, str) else None
+
+
+def configured_queue_names(app: Celery) -> set[str]:
+    """Every queue the app's configuration sends tasks to, whether or not a worker consumes it.
+
+    ``task_default_queue``, ``task_queues``, the static routes of ``task_routes`` (a mapping,
+    or a list of mappings and ``(pattern, route)`` pairs; router functions cannot be read)
+    and the ``queue`` of each registered task. A typo in one of these is how tasks end up in
+    a queue no worker consumes.
+    """
+    conf = app.conf
+    names = {conf.task_default_queue}
+    queues = conf.task_queues or ()
+    names.update(queues if isinstance(queues, dict) else (_queue_name(q) for q in queues))
+    routes = conf.task_routes or ()
+    for table in [routes] if isinstance(routes, dict) else routes:
+        if isinstance(table, dict):
+            names.update(_queue_name(route) for route in table.values())
+        elif isinstance(table, (list, tuple)) and len(table) == 2:
+            names.add(_queue_name(table[1]))
+    names.update(_queue_name(getattr(task, "queue", None)) for task in app.tasks.values())
+    return {name for name in names if name}

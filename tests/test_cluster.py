@@ -264,3 +264,39 @@ def test_every_broadcast_hears_every_worker(
     for _ in range(30):  # each collection deletes the reply queue; the next must redeclare it
         replies, missing = cluster.ask("observe_health", use_cache=False)
         assert (sorted(replies), missing) == (hostnames, [])
+
+
+def test_a_queue_no_worker_consumes_is_reported_and_degrades_health(
+        make_cluster: Callable[..., Cluster], broker: str, client: Celery, queue_name: str,
+        two_workers: list[WorkerProcess]) -> None:
+    """Tasks routed to a queue nobody consumes: listed with no consumer, and health degraded."""
+    orphan = f"{queue_name}-orphan"  # the client fixture removes it from Redis afterwards
+    client.conf.task_routes = {"tests.workerapp.add": {"queue": orphan}}
+    try:
+        for _ in range(7):
+            client.send_task("tests.workerapp.add", (1, 2))
+        cluster = make_cluster(timeout=5, discovery_timeout=1, use_cache=False)
+        queues = cluster.queues()["queues"]
+        assert (queues[orphan]["length"], queues[orphan]["consumers"],
+                queues[orphan]["unconsumed"]) == (7, [], True)
+        consumed = queues[queue_name]
+        assert (consumed["length"], consumed["consumers"], consumed["unconsumed"]) == (
+            0, sorted(worker.hostname for worker in two_workers), False)
+        verdict = cluster.health()
+        assert verdict["status"] == "degraded"
+        assert verdict["message"] == f"queue {orphan!r} holds 7 tasks and no worker consumes it"
+        assert verdict["queues"][orphan] == 7 and verdict["unconsumed_queues"] == [orphan]
+        assert verdict["recommendations"] == [
+            f"Start a worker that consumes {orphan!r}: celery -A client worker --observe "
+            f"--loglevel=info -Q {orphan}"]
+        listing = observe_cli(broker, queue_name, "observe", "queues", "-Q", orphan)
+        assert listing.returncode == 0, listing.stderr
+        row = next(line for line in listing.stdout.splitlines() if line.startswith(orphan))
+        assert row.split()[:2] == [orphan, "7"]
+        assert row.endswith(f"NONE: start a worker with -Q {orphan}")
+        health = observe_cli(broker, queue_name, "observe", "health", "-Q", orphan)
+        assert health.returncode == 1 and health.stdout.startswith("DEGRADED"), health.stdout
+    finally:
+        if broker.startswith("amqp"):
+            with client.connection_for_write() as connection:
+                connection.default_channel.queue_delete(orphan)

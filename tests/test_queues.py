@@ -16,10 +16,17 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import CDeprecationWarning
 from prometheus_client import CollectorRegistry
 
 from celery_observe.faults import FaultLog
-from celery_observe.queues import PUBLISHED_AT_HEADER, QueueDepth, QueueLengths
+from celery_observe.queue_metrics import QueueLengthCollector
+from celery_observe.queues import (
+    PUBLISHED_AT_HEADER,
+    QueueDepth,
+    QueueReader,
+    configured_queue_names,
+)
 
 from .conftest import BROKERS, broker_url
 from .servers import free_port
@@ -42,11 +49,16 @@ class FakeClock:
         self.now += seconds
 
 
-class CountingQueueLengths(QueueLengths):
-    """Counts broker round trips; ``delay`` stands in for a slow broker."""
+class CountingQueueReader(QueueReader):
+    """Counts broker round trips; ``delay`` stands in for a slow broker.
 
-    def __init__(self, *args: Any, delay: float = 0.0, **kwargs: Any) -> None:
+    ``measure()`` with no names measures the queues it was made for, as a worker's scrape does.
+    """
+
+    def __init__(self, *args: Any, names: Sequence[str] = (), delay: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.names = list(names)
         self.delay = delay
         self.round_trips = 0
         self._count_lock = threading.Lock()
@@ -57,6 +69,10 @@ class CountingQueueLengths(QueueLengths):
         if self.delay:
             time.sleep(self.delay)
         return super().read_broker(queue_names)
+
+    def measure(self, names: Sequence[str] | None = None, *,
+                use_cache: bool = True) -> dict[str, QueueDepth]:
+        return super().measure(self.names if names is None else names, use_cache=use_cache)
 
 
 class Proxy:
@@ -142,14 +158,14 @@ def apps() -> Iterator[Callable[..., Celery]]:
 
 
 @pytest.fixture
-def collectors() -> Iterator[Callable[..., CountingQueueLengths]]:
-    """Builds collectors with a test's defaults and closes them afterwards."""
-    made: list[CountingQueueLengths] = []
+def collectors() -> Iterator[Callable[..., CountingQueueReader]]:
+    """Builds readers of ``names`` with a test's defaults and closes them afterwards."""
+    made: list[CountingQueueReader] = []
 
-    def make(app: Celery, names: Sequence[str], **kwargs: Any) -> CountingQueueLengths:
-        kwargs.setdefault("faults", FaultLog())
+    def make(app: Celery, names: Sequence[str], **kwargs: Any) -> CountingQueueReader:
         kwargs.setdefault("timeout", TIMEOUT)
-        collector = CountingQueueLengths(app, lambda: names, **kwargs)
+        collector = CountingQueueReader(app, kwargs.pop("faults", FaultLog()), names=names,
+                                        **kwargs)
         made.append(collector)
         return collector
 
@@ -163,9 +179,10 @@ def queue() -> str:
     return f"observe-q-{uuid.uuid4().hex[:12]}"
 
 
-def scrape(collector: QueueLengths) -> CollectorRegistry:
+def scrape(reader: CountingQueueReader) -> CollectorRegistry:
+    """A registry holding the worker's queue collector over ``reader``'s queues."""
     registry = CollectorRegistry()
-    registry.register(collector)
+    registry.register(QueueLengthCollector(reader, lambda: reader.names))
     return registry
 
 
@@ -426,6 +443,78 @@ def test_concurrent_measures_share_one_round_trip(broker: str, apps: Any, collec
     assert [result[queue].total for result in results] == [4] * 8
 
 
+@pytest.mark.broker
+def test_concurrent_callers_of_different_sets_each_get_every_depth(
+        broker: str, apps: Any, collectors: Any, queue: str) -> None:
+    """Threads asking different sets of queues at once each get the depth of every one asked."""
+    app = apps(broker if broker.startswith("amqp") else broker_url("redis", db=12), queue)
+    names = [f"{queue}-{n}" for n in (1, 2, 3)]
+    for count, name in enumerate(names, start=1):
+        publish(app, name, priorities=(None,) * count)
+        apps(app.conf.broker_url, name)  # the fixture deletes it afterwards
+    reader = collectors(app, [], delay=0.1)
+    asked = [names[:1], names[1:], names, names[::2]] * 3
+    barrier = threading.Barrier(len(asked))
+    answers: dict[int, dict[str, int]] = {}
+
+    def ask(index: int) -> None:
+        barrier.wait()
+        depths = reader.measure(asked[index])
+        answers[index] = {name: depth.total for name, depth in depths.items()}
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(len(asked))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    expected = {name: count for count, name in enumerate(names, start=1)}
+    assert answers == {index: {name: expected[name] for name in wanted}
+                       for index, wanted in enumerate(asked)}
+    assert reader.round_trips == 4  # one per distinct set, shared by the threads asking it
+
+
+@pytest.mark.broker
+def test_use_cache_false_reads_the_broker_again(apps: Any, collectors: Any, queue: str) -> None:
+    """Bypassing the cache costs a round trip and sees the newest depth."""
+    app = apps(broker_url("redis", db=12), queue)
+    publish(app, queue)
+    reader = collectors(app, [queue])
+    assert reader.measure()[queue].total == 1
+    publish(app, queue)
+    assert reader.measure()[queue].total == 1  # cached
+    assert reader.measure(use_cache=False)[queue].total == 2
+    assert reader.round_trips == 2
+
+
+def pinned() -> None:
+    """A task with a queue of its own."""
+
+
+def test_configured_queue_names_come_from_every_setting() -> None:
+    """Default queue, task_queues, static routes of every form and Task.queue are all found."""
+    from kombu import Queue
+
+    app = Celery("configured", set_as_current=False)
+    app.conf.task_default_queue = "default"
+    app.conf.task_queues = [Queue("high_priority"), Queue("default")]
+    app.conf.task_routes = [
+        {"app.reports.*": {"queue": "analytics"}, "app.cache.*": "cache_operations",
+         "app.q.*": {"queue": Queue("as_queue_object")}, "app.x.*": {"exchange": "direct"}},
+        ("app.slow.*", {"queue": "low_priority"}),
+        lambda name, args, kwargs, options, task=None, **kw: None,  # a router: unreadable
+        "proj.routers.route_task",
+    ]
+    app.task(name="app.pinned", queue="pinned_queue")(pinned)
+    with pytest.warns(CDeprecationWarning, match="'queue' task attribute"):  # still in use
+        names = configured_queue_names(app)  # the app's tasks are made here, when first used
+    assert names == {
+        "default", "high_priority", "analytics", "cache_operations", "as_queue_object",
+        "low_priority", "pinned_queue"}
+    app.conf.task_routes = {"app.one": {"queue": "only_route"}}
+    app.conf.task_queues = None
+    assert configured_queue_names(app) == {"default", "only_route", "pinned_queue"}
+
+
 # --- lifecycle ------------------------------------------------------------------------------
 
 
@@ -434,8 +523,7 @@ def test_registering_asks_no_broker_and_errors_start_at_zero(apps: Any, collecto
     """Registration uses describe(): no round trip; the error counter exists at 0."""
     collector = collectors(apps(f"redis://127.0.0.1:{free_port()}/0", queue, cleanup=False),
                            [queue])
-    registry = CollectorRegistry()
-    registry.register(collector)
+    scrape(collector)
     assert collector.round_trips == 0
     assert collector.errors == 0
 
@@ -459,4 +547,4 @@ def test_after_close_nothing_is_measured(apps: Any, collectors: Any, queue: str)
 def test_timeout_must_be_positive() -> None:
     """A bad timeout is refused with a message naming it."""
     with pytest.raises(ValueError, match=r"timeout must be .* got 0"):
-        QueueLengths(Celery(set_as_current=False), list, FaultLog(), timeout=0)
+        QueueReader(Celery(set_as_current=False), FaultLog(), timeout=0)

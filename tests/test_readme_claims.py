@@ -18,6 +18,7 @@ from celery.exceptions import Ignore, Retry
 from celery.worker.control import Panel
 
 from celery_observe import TaskCounter, cli, install
+from celery_observe.cache import CACHE_SPECS
 from celery_observe.cluster import Cluster
 from celery_observe.config import SETTINGS, ObserveConfig, ObserveConfigError, resolve_config
 from celery_observe.faults import FaultLog
@@ -26,7 +27,8 @@ from celery_observe.http import Limits, ObserveHTTPServer, json_response
 from celery_observe.metrics import FailureRate
 from celery_observe.observer import Observer
 from celery_observe.outcome import IGNORED, Outcome, classify_failure
-from celery_observe.queues import QueueLengths
+from celery_observe.queues import QueueReader
+from celery_observe.shapes import QueueReport
 
 from .workers import REPO, WorkerProcess, parse_metrics, wait_until
 
@@ -214,9 +216,9 @@ def test_cluster_and_cli_defaults_are_the_documented_ones() -> None:
 
 
 def test_queue_length_is_cached_3_s_and_bounded_by_2_s() -> None:
-    """The queue-length reader a worker builds caches for 3 s and times out after 2 s."""
-    defaults = inspect.signature(QueueLengths).parameters
-    assert (defaults["ttl"].default, defaults["timeout"].default) == (3.0, 2.0)
+    """The queue-length reader caches in the 3 s queue_status cache and times out after 2 s."""
+    defaults = inspect.signature(QueueReader).parameters
+    assert (CACHE_SPECS["queue_status"][0], defaults["timeout"].default) == (3.0, 2.0)
 
 
 def test_unobserved_worker_answers_that_it_is_not_observed() -> None:
@@ -229,7 +231,9 @@ def test_unobserved_worker_answers_that_it_is_not_observed() -> None:
 def test_health_exit_codes_and_queue_threshold() -> None:
     """Exit 0/1/2; a queue over the threshold makes a working cluster degraded (exit 1)."""
     assert EXIT_CODES == {"healthy": 0, "degraded": 1, "unhealthy": 2}
-    verdict = cluster_health(workers={"w@h": {}}, missing=[], queues={"celery": 1001},
+    queue = QueueReport(length=1001, by_priority={}, oldest_message_age_seconds=None,
+                        consumers=["w@h"], unconsumed=False)
+    verdict = cluster_health(workers={"w@h": {}}, missing=[], queues={"celery": queue},
                              broker_error=None, queue_threshold=1000, start_command="x")
     assert verdict["status"] == "degraded"
 

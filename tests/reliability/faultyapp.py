@@ -30,7 +30,7 @@ PARTS: dict[str, list[tuple[Any, str]]] = {
     "recorder": [(recorder.Recorder, "started"), (recorder.Recorder, "finished")],
     "classify": [(instrument, "classify_failure")],
     "resources": [(resources.ResourceMonitor, "_sample")],
-    "queues": [(queues.QueueLengths, "read_broker")],
+    "queues": [(queues.QueueReader, "read_broker")],
     "collectors": [(pool.PoolCollector, "collect"), (cache.CacheCollector, "collect"),
                    (metrics.FailureRate, "collect")],
     "task metrics": [(task_metrics.TaskMetricsReceiver, "apply")],
