@@ -5,13 +5,15 @@ TTL caches), so a cluster-wide status costs one broker round-trip per worker and
 ``celery inspect`` timeout. Registering happens on import; the ``celery.commands`` entry
 point imports this module, so ``celery -A proj inspect observe_status`` works for any app.
 
-Replies are JSON-safe dicts. Bad arguments get ``{"error": "..."}``; nothing here can raise
-into the worker's remote-control loop.
+Replies are JSON-safe dicts. Bad arguments get ``{"error": "..."}``; a fault of ours gets
+a short error reply and is counted and logged; nothing here can raise into the worker's
+remote-control loop.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,8 +34,18 @@ def _observer(state: Any) -> Observer | None:
     return getattr(getattr(consumer, "controller", None), "celery_observe", None)
 
 
+class BadArgumentError(ValueError):
+    """An argument a client sent that the command cannot take."""
+
+
 def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
-    """Run ``fun(observer, **arguments)``; turn bad input and faults into error replies."""
+    """Run ``fun(observer, **arguments)``; turn bad input and faults into error replies.
+
+    Only a client's mistake (arguments that do not fit the signature, or a
+    :class:`BadArgumentError`) is answered as bad input; any other exception, a TypeError
+    of our own included, is a fault: counted, logged once, answered in general terms.
+    """
+    signature = inspect.signature(fun)
 
     @functools.wraps(fun)
     def handler(state: Any, **arguments: Any) -> Reply:
@@ -41,8 +53,12 @@ def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
         if observer is None:
             return {"error": NOT_OBSERVED}
         try:
-            return fun(observer, **arguments)
-        except (TypeError, ValueError) as exc:
+            bound = signature.bind(observer, **arguments)
+        except TypeError as exc:
+            return {"error": observer.mask(f"{fun.__name__}: {fun.__name__}() {exc}")}
+        try:
+            return fun(*bound.args, **bound.kwargs)
+        except BadArgumentError as exc:
             return {"error": observer.mask(f"{fun.__name__}: {exc}")}
         except Exception as exc:  # noqa: BLE001
             observer.faults.report(f"control {fun.__name__}", exc)
@@ -64,7 +80,7 @@ def _use_cache(value: Any) -> bool:
     try:
         return parse_bool(value)
     except ValueError:
-        raise ValueError(f"use_cache must be true or false, not {_shown(value)}") from None
+        raise BadArgumentError(f"use_cache must be true or false, not {_shown(value)}") from None
 
 
 def _cached(observer: Observer, cache_name: str, key: str, compute: Callable[[], Any],
@@ -81,7 +97,7 @@ def _limit(value: Any, maximum: int) -> int:
     try:
         return whole_number(1, maximum, f"limit must be a whole number from 1 to {maximum}")(value)
     except ValueError as exc:
-        raise ValueError(f"{exc}, not {_shown(value)}") from None
+        raise BadArgumentError(f"{exc}, not {_shown(value)}") from None
 
 
 @inspect_command(name="observe_status", args=[("use_cache", str)], signature="[use_cache=true]")
@@ -133,6 +149,9 @@ def observe_cache_stats(observer: Observer) -> Reply:
 def observe_cache_invalidate(observer: Observer, cache_name: str | None = None) -> Reply:
     """Drop the worker's cached answers: all caches, or the one named."""
     if cache_name is not None and not isinstance(cache_name, str):
-        raise TypeError(f"cache_name must be the name of a cache, not {_shown(cache_name)}")
+        raise BadArgumentError(f"cache_name must be the name of a cache, not {_shown(cache_name)}")
+    if cache_name and cache_name not in observer.caches.names:
+        raise BadArgumentError(f"unknown cache name {_shown(cache_name)}; valid names are: "
+                          f"{', '.join(observer.caches.names)}")
     removed = observer.caches.invalidate(cache_name or None)
     return {"ok": f"invalidated {removed} entries", "cache_name": cache_name or "all"}

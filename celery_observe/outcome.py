@@ -64,15 +64,17 @@ def _will_run_again(request: Any, exc: BaseException) -> bool:
     """Whether Celery requeues or re-sends the task after ``exc`` (see Request.on_failure)."""
     task = request.task
     worker_lost = isinstance(exc, WorkerLostError)
-    retries_left = True
-    if worker_lost and (task.retry_on_worker_lost or task.reject_on_worker_lost):
+    # Celery weighs max_retries only for retry_on_worker_lost; reject_on_worker_lost alone
+    # requeues a lost task however often it ran.
+    retries_exhausted = False
+    if worker_lost and task.retry_on_worker_lost:
         max_retries = task.max_retries
-        retries_left = max_retries is None or request._context.retries < max_retries
-    if worker_lost and task.retry_on_worker_lost and retries_left:
-        return True
+        retries_exhausted = max_retries is not None and request._context.retries >= max_retries
+        if not retries_exhausted:
+            return True
     if not task.acks_late:
         return False
-    if worker_lost and task.reject_on_worker_lost and retries_left:
+    if worker_lost and task.reject_on_worker_lost and not retries_exhausted:
         return True
     return isinstance(exc, TimeLimitExceeded) and not task.acks_on_timeout
 

@@ -182,8 +182,6 @@ def test_cache_invalidate_unknown_name_lists_the_valid_ones(observer: FakeObserv
                  f"{CACHE_NAMES}"}
 
 
-@pytest.mark.xfail(strict=True, reason="CacheSet._check_name quotes the whole name ({name!r}) "
-                   "where the other replies quote at most 40 characters (control._shown)")
 def test_cache_invalidate_quotes_a_long_unknown_name_short(observer: FakeObserver) -> None:
     """An unknown cache name of 1 MB gets an error reply of normal length."""
     reply = control.observe_cache_invalidate(state_of(observer), cache_name="n" * 1_000_000)
@@ -229,8 +227,6 @@ def test_fault_in_the_observer_is_a_generic_error_and_counted(
     assert [r.getMessage().count("secret detail") for r in caplog.records] == [1]
 
 
-@pytest.mark.xfail(strict=True, reason="_command treats every TypeError/ValueError as bad "
-                   "input, so a bug inside the observer is answered as one and not counted")
 def test_type_error_inside_the_observer_is_a_fault() -> None:
     """A TypeError raised by observer.status() is counted as a fault, not shown as bad input."""
     observer = FakeObserver(broken=TypeError("'NoneType' object is not subscriptable"))

@@ -141,10 +141,6 @@ def test_row(req: Any, exc: BaseException, expected: Outcome) -> None:
     assert classify_failure(req, exc) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Celery 5.7 Request.on_failure checks max_retries only with retry_on_worker_lost; "
-    "with acks_late + reject_on_worker_lost alone it requeues a lost task whatever its "
-    "retries, but classify_failure counts a failure once max_retries is reached"))
 def test_reject_on_worker_lost_requeues_even_with_max_retries_exhausted() -> None:
     """acks_late + reject_on_worker_lost, retries == max_retries: Celery requeues, so retry."""
     req = request(retries=3, **ACKS_LATE_REJECT)
