@@ -1,5 +1,10 @@
 """celery-observe: every Celery worker serves its own metrics, probes and status.
 
+The package is laid out by the process the code runs in: ``worker/`` in the worker's main
+process, ``task_side/`` in task code (a pool child), ``cluster/`` in clients (CLI, web
+apps), ``testing/`` in test suites; the modules at the top are shared by all of them and
+load no Prometheus client and no psutil.
+
 Celery imports this package on every ``celery`` command (through the ``celery.commands``
 entry point), so the public names below load their modules on first use: a plain
 ``celery worker`` or ``celery inspect`` does not pay for prometheus_client, psutil or the
@@ -13,24 +18,24 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names, for type checkers and readers; loaded lazily below
-    from .bootstep import ObserveConsumerStep as ObserveConsumerStep
-    from .bootstep import ObserveStep as ObserveStep
-    from .bootstep import install as install
-    from .cache import CacheSet as CacheSet
     from .cache import MetricsCache as MetricsCache
-    from .cluster import BrokerUnreachableError as BrokerUnreachableError
-    from .cluster import Cluster as Cluster
+    from .cluster.client import BrokerUnreachableError as BrokerUnreachableError
+    from .cluster.client import Cluster as Cluster
     from .config import ObserveConfig as ObserveConfig
     from .config import ObserveConfigError as ObserveConfigError
     from .config import resolve_config as resolve_config
-    from .monitored import MonitoredTask as MonitoredTask
-    from .monitored import monitor_task as monitor_task
-    from .observer import Observer as Observer
-    from .outcome import Outcome as Outcome
-    from .publish import stamp_publish_times as stamp_publish_times
-    from .task_metrics import TaskCounter as TaskCounter
-    from .task_metrics import TaskGauge as TaskGauge
-    from .task_metrics import TaskHistogram as TaskHistogram
+    from .named_caches import CacheSet as CacheSet
+    from .task_side.metrics import TaskCounter as TaskCounter
+    from .task_side.metrics import TaskGauge as TaskGauge
+    from .task_side.metrics import TaskHistogram as TaskHistogram
+    from .task_side.monitored import MonitoredTask as MonitoredTask
+    from .task_side.monitored import monitor_task as monitor_task
+    from .task_side.publish import stamp_publish_times as stamp_publish_times
+    from .worker.bootstep import ObserveConsumerStep as ObserveConsumerStep
+    from .worker.bootstep import ObserveStep as ObserveStep
+    from .worker.bootstep import install as install
+    from .worker.observer import Observer as Observer
+    from .worker.outcome import Outcome as Outcome
 
 try:
     __version__ = version("celery-observe")
@@ -38,13 +43,15 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 _HOMES = {
-    "BrokerUnreachableError": "cluster", "CacheSet": "cache", "Cluster": "cluster",
-    "MetricsCache": "cache", "MonitoredTask": "monitored", "ObserveConfig": "config",
-    "ObserveConfigError": "config", "ObserveConsumerStep": "bootstep",
-    "ObserveStep": "bootstep", "Observer": "observer", "Outcome": "outcome",
-    "TaskCounter": "task_metrics", "TaskGauge": "task_metrics",
-    "TaskHistogram": "task_metrics", "install": "bootstep", "monitor_task": "monitored",
-    "resolve_config": "config", "stamp_publish_times": "publish",
+    "BrokerUnreachableError": "cluster.client", "CacheSet": "named_caches",
+    "Cluster": "cluster.client", "MetricsCache": "cache", "MonitoredTask": "task_side.monitored",
+    "ObserveConfig": "config", "ObserveConfigError": "config",
+    "ObserveConsumerStep": "worker.bootstep", "ObserveStep": "worker.bootstep",
+    "Observer": "worker.observer", "Outcome": "worker.outcome",
+    "TaskCounter": "task_side.metrics", "TaskGauge": "task_side.metrics",
+    "TaskHistogram": "task_side.metrics", "install": "worker.bootstep",
+    "monitor_task": "task_side.monitored", "resolve_config": "config",
+    "stamp_publish_times": "task_side.publish",
 }
 
 __all__ = sorted([*_HOMES, "__version__"])

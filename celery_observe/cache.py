@@ -23,27 +23,12 @@ import fnmatch
 import functools
 import threading
 import time
-import types
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-#: The seed's caches: name -> (ttl seconds, max entries), tuned to data volatility.
-CACHE_SPECS: Final[Mapping[str, tuple[float, int]]] = types.MappingProxyType(
-    {
-        "task_status": (2.0, 500),
-        "worker_status": (5.0, 100),
-        "queue_status": (3.0, 100),
-        "metrics_summary": (5.0, 100),
-        "health_check": (10.0, 50),
-    }
-)
 
 _MISSING: Final = object()  # distinguishes "no entry" from a cached None
 
@@ -66,7 +51,8 @@ class _Flight:
         self.store = True  # cleared when the key is invalidated mid-computation
 
 
-def _percent(part: int, whole: int) -> float:
+def percent(part: int, whole: int) -> float:
+    """``part`` as a percentage of ``whole``, 2 decimals; 0 for an empty whole."""
     return round(part / whole * 100, 2) if whole else 0.0
 
 
@@ -276,132 +262,13 @@ class MetricsCache:
             return {
                 "size": size,
                 "max_size": self._max_size,
-                "utilization_percent": _percent(size, self._max_size),
+                "utilization_percent": percent(size, self._max_size),
                 "hits": self._hits,
                 "misses": self._misses,
-                "hit_rate_percent": _percent(self._hits, total),
+                "hit_rate_percent": percent(self._hits, total),
                 "sets": self._sets,
                 "evictions": self._evictions,
                 "expirations": self._expirations,
                 "invalidations": self._invalidations,
                 "total_requests": total,
             }
-
-
-class CacheSet:
-    """The five monitoring caches of the seed, one per kind of endpoint."""
-
-    def __init__(
-        self,
-        overrides: Mapping[str, tuple[float, int]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        specs = dict(CACHE_SPECS)
-        for name, spec in (overrides or {}).items():
-            self._check_name(name)
-            specs[name] = spec
-        self._caches = {
-            name: MetricsCache(default_ttl=ttl, max_size=size, clock=clock, name=name)
-            for name, (ttl, size) in specs.items()
-        }
-
-    @staticmethod
-    def _check_name(name: str) -> None:
-        if name not in CACHE_SPECS:
-            valid = ", ".join(CACHE_SPECS)
-            msg = f"unknown cache name {name!r}; valid names are: {valid}"
-            raise ValueError(msg)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._caches)
-
-    def get(self, name: str) -> MetricsCache:
-        """Return the cache called ``name``; ValueError lists the valid names."""
-        self._check_name(name)
-        return self._caches[name]
-
-    def invalidate(self, name: str | None = None) -> int:
-        """Clear one cache, or all when ``name`` is None; returns entries removed."""
-        if name is None:
-            return sum(cache.clear() for cache in self._caches.values())
-        return self.get(name).clear()
-
-    def stats(self) -> dict[str, Any]:
-        """Per-cache statistics plus a summary; the caller adds the timestamp."""
-        caches = {name: cache.get_stats() for name, cache in self._caches.items()}
-        hits = sum(s["hits"] for s in caches.values())
-        misses = sum(s["misses"] for s in caches.values())
-        total = hits + misses
-        return {
-            "caches": caches,
-            "summary": {
-                "total_hits": hits,
-                "total_misses": misses,
-                "total_requests": total,
-                "overall_hit_rate_percent": _percent(hits, total),
-            },
-        }
-
-
-_default_set: CacheSet | None = None
-_default_lock = threading.Lock()
-
-
-def default_cache_set() -> CacheSet:
-    """The process-wide CacheSet, created on first use rather than at import."""
-    global _default_set
-    if _default_set is None:
-        with _default_lock:
-            if _default_set is None:
-                _default_set = CacheSet()
-    return _default_set
-
-
-def get_task_status_cache() -> MetricsCache:
-    return default_cache_set().get("task_status")
-
-
-def get_worker_status_cache() -> MetricsCache:
-    return default_cache_set().get("worker_status")
-
-
-def get_queue_status_cache() -> MetricsCache:
-    return default_cache_set().get("queue_status")
-
-
-def get_metrics_summary_cache() -> MetricsCache:
-    return default_cache_set().get("metrics_summary")
-
-
-def get_health_check_cache() -> MetricsCache:
-    return default_cache_set().get("health_check")
-
-
-def invalidate_all_metrics_caches() -> int:
-    """Clear every process-wide cache; returns the number of entries removed."""
-    return default_cache_set().invalidate()
-
-
-class CacheCollector:
-    """Prometheus collector of a CacheSet's own figures; the caller registers it."""
-
-    _FAMILIES: Final = (
-        (CounterMetricFamily, "hits", "Lookups served from a fresh entry."),
-        (CounterMetricFamily, "misses", "Lookups that found no fresh entry."),
-        (CounterMetricFamily, "evictions", "Entries dropped as the cache was full."),
-        (CounterMetricFamily, "expirations", "Entries removed as their TTL passed."),
-        (GaugeMetricFamily, "size", "Entries stored, expired ones until cleanup."),
-        (GaugeMetricFamily, "max_size", "Entries held before evicting."),
-    )
-
-    def __init__(self, cache_set: CacheSet) -> None:
-        self._cache_set = cache_set
-
-    def collect(self) -> Iterable[Metric]:
-        caches = self._cache_set.stats()["caches"]
-        for family_cls, field, doc in self._FAMILIES:
-            family = family_cls(f"celery_observe_cache_{field}", doc, labels=["cache"])
-            for name, stats in caches.items():
-                family.add_metric([name], stats[field])
-            yield family

@@ -12,21 +12,28 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Iterable
-
-from prometheus_client import Counter
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from collections.abc import Callable
+from typing import Protocol
 
 from .redaction import mask_text
 
 logger = logging.getLogger("celery_observe")
 
 
+class _Increment(Protocol):
+    def inc(self) -> None: ...
+
+
+class FaultCounter(Protocol):
+    """What counts faults: a labelled counter such as ``celery_observe_internal_errors``."""
+
+    def labels(self, component: str) -> _Increment: ...
+
+
 class FaultLog:
     """Swallows faults: one log line per component, every fault counted."""
 
-    def __init__(self, counter: Counter | None = None,
+    def __init__(self, counter: FaultCounter | None = None,
                  mask: Callable[[str], str] = mask_text) -> None:
         self._counter = counter
         self._mask = mask
@@ -51,22 +58,3 @@ class FaultLog:
                 )
         except Exception:  # noqa: BLE001 - reporting a fault must not become one
             pass
-
-
-class GuardedCollector(Collector):
-    """A collector whose fault costs its own families only, never the whole scrape.
-
-    prometheus_client renders a page by running every collector in turn, so one that
-    raises would turn ``/metrics`` into a 500 for all the others.
-    """
-
-    def __init__(self, component: str, collector: Collector, faults: FaultLog) -> None:
-        self._component = component
-        self._collector = collector
-        self._faults = faults
-
-    def collect(self) -> Iterable[Metric]:
-        try:
-            yield from self._collector.collect()
-        except Exception as exc:  # noqa: BLE001
-            self._faults.report(self._component, exc)

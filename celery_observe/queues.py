@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .cache import MetricsCache
 from .faults import FaultLog
-from .publish import PUBLISHED_AT_HEADER
+from .task_side.publish import PUBLISHED_AT_HEADER
 
 if TYPE_CHECKING:
     from celery import Celery

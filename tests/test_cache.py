@@ -1,4 +1,4 @@
-"""Tests for celery_observe.cache: TTL+LRU cache, statistics, CacheSet, collector."""
+"""The TTL+LRU cache and its statistics, the seed's named caches, and their collector."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 
-from celery_observe.cache import (
+from celery_observe.cache import MetricsCache
+from celery_observe.named_caches import (
     CACHE_SPECS,
-    CacheCollector,
     CacheSet,
-    MetricsCache,
     default_cache_set,
     get_health_check_cache,
     get_metrics_summary_cache,
@@ -22,6 +21,7 @@ from celery_observe.cache import (
     get_worker_status_cache,
     invalidate_all_metrics_caches,
 )
+from celery_observe.worker.cache_metrics import CacheCollector
 
 WAIT = 2.0  # upper bound for any Event wait, so a bug fails instead of hanging
 

@@ -1,6 +1,6 @@
 """`celery observe`: the text it prints and the health command's exit codes, with no broker.
 
-The renderers get hand-built data of the shapes ``celery_observe.cluster.Cluster`` returns;
+The renderers get hand-built data of the shapes ``Cluster`` returns;
 the commands run through click's CliRunner against a fake Cluster with canned answers.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner, Result
 
-import celery_observe.cluster
-from celery_observe.cli import (
+import celery_observe.cluster.client
+from celery_observe.cluster.cli import (
     _render_health,
     _render_history,
     _render_queues,
@@ -27,7 +27,7 @@ from celery_observe.cli import (
     observe,
     table,
 )
-from celery_observe.cluster import BrokerUnreachableError
+from celery_observe.cluster.client import BrokerUnreachableError
 
 #: 14:05:09 local time, so the rendered clock is the same in every time zone.
 ENDED = datetime(2026, 11, 23, 14, 5, 9).timestamp()
@@ -207,7 +207,7 @@ class FakeCluster:
 @pytest.fixture(autouse=True)
 def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every command of these tests talks to a FakeCluster; its class state is restored after."""
-    monkeypatch.setattr(celery_observe.cluster, "Cluster", FakeCluster)
+    monkeypatch.setattr(celery_observe.cluster.client, "Cluster", FakeCluster)
     for name, value in (("answer", DEGRADED), ("down", False), ("made", [])):
         monkeypatch.setattr(FakeCluster, name, value)
     yield

@@ -109,7 +109,7 @@ def test_bad_env_value_stops_the_worker_with_the_message() -> None:
 def test_public_api_loads_lazily_and_completely() -> None:
     """Every name in __all__ resolves, and importing the package loads no heavy module."""
     code = ("import sys, celery_observe as c; "
-            "heavy = [m for m in ('prometheus_client', 'psutil', 'celery_observe.observer') "
+            "heavy = [m for m in ('prometheus_client', 'psutil', 'celery_observe.worker.observer') "
             "if m in sys.modules]; "
             "missing = [n for n in c.__all__ if getattr(c, n, None) is None]; "
             "print(heavy, missing)")

@@ -17,10 +17,10 @@ import pytest
 from celery.worker.control import Panel
 from prometheus_client import CollectorRegistry, Counter
 
-from celery_observe import control
-from celery_observe.cache import CacheSet
 from celery_observe.faults import FaultLog
-from celery_observe.history import FinishedTask, TaskHistory
+from celery_observe.named_caches import CacheSet
+from celery_observe.worker import control
+from celery_observe.worker.history import FinishedTask, TaskHistory
 
 STATUS = {"hostname": "w1@a", "pool": "prefork"}
 HEALTH = {"hostname": "w1@a", "alive": True, "ready": True}

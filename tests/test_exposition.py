@@ -13,8 +13,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from celery_observe.config import ObserveConfig
-from celery_observe.observer import Observer
-from celery_observe.outcome import REJECTED, REVOKED, SUCCESS, Outcome
+from celery_observe.worker.observer import Observer
+from celery_observe.worker.outcome import REJECTED, REVOKED, SUCCESS, Outcome
 
 OUTCOMES = (SUCCESS, REJECTED, REVOKED, Outcome("failure", error_type="ValueError"),
             Outcome("retry", retry_reason="KeyError"),

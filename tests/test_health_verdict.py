@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from celery_observe.health import DEGRADED, HEALTHY, UNHEALTHY, cluster_health
+from celery_observe.cluster.verdict import DEGRADED, HEALTHY, UNHEALTHY, cluster_health
 from celery_observe.shapes import QueueReport
 
 START = "celery -A proj worker --observe --loglevel=info"

@@ -16,9 +16,15 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from celery_observe import http as http_module
 from celery_observe.faults import FaultLog
-from celery_observe.http import Limits, ObserveHTTPServer, Response, Route, json_response
+from celery_observe.worker import http_server as http_module
+from celery_observe.worker.http_server import (
+    Limits,
+    ObserveHTTPServer,
+    Response,
+    Route,
+    json_response,
+)
 
 from .workers import wait_until
 

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import celery_observe
-from celery_observe.observer import Observer
+from celery_observe.worker.observer import Observer
 
 from .workers import parse_metrics, wait_until
 

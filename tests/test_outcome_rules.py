@@ -21,7 +21,8 @@ from billiard.exceptions import (
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.serialization import UnpickleableExceptionWrapper
 
-from celery_observe.outcome import (
+from celery_observe.error_types import exception_name
+from celery_observe.worker.outcome import (
     CANCELLED,
     IGNORED,
     REJECTED,
@@ -29,7 +30,6 @@ from celery_observe.outcome import (
     SUCCESS,
     Outcome,
     classify_failure,
-    exception_name,
     unwrap,
 )
 

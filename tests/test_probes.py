@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
-from celery_observe.health import liveness, readiness
+from celery_observe.worker.probes import liveness, readiness
 
 from .servers import PrivateRedis
 from .workers import WorkerProcess, wait_until

@@ -20,13 +20,13 @@ from celery.exceptions import CDeprecationWarning
 from prometheus_client import CollectorRegistry
 
 from celery_observe.faults import FaultLog
-from celery_observe.queue_metrics import QueueLengthCollector
 from celery_observe.queues import (
     PUBLISHED_AT_HEADER,
     QueueDepth,
     QueueReader,
     configured_queue_names,
 )
+from celery_observe.worker.queue_metrics import QueueLengthCollector
 
 from .conftest import BROKERS, broker_url
 from .servers import free_port

@@ -17,18 +17,20 @@ from celery import Celery
 from celery.exceptions import Ignore, Retry
 from celery.worker.control import Panel
 
-from celery_observe import TaskCounter, cli, install
-from celery_observe.cache import CACHE_SPECS
-from celery_observe.cluster import Cluster
+from celery_observe import TaskCounter, install
+from celery_observe.cluster import cli
+from celery_observe.cluster.client import Cluster
+from celery_observe.cluster.verdict import EXIT_CODES, cluster_health
 from celery_observe.config import SETTINGS, ObserveConfig, ObserveConfigError, resolve_config
 from celery_observe.faults import FaultLog
-from celery_observe.health import EXIT_CODES, cluster_health
-from celery_observe.http import Limits, ObserveHTTPServer, json_response
-from celery_observe.metrics import FailureRate
-from celery_observe.observer import Observer
-from celery_observe.outcome import IGNORED, Outcome, classify_failure
+from celery_observe.named_caches import CACHE_SPECS
 from celery_observe.queues import QueueReader
 from celery_observe.shapes import QueueReport
+from celery_observe.worker.http_server import Limits, ObserveHTTPServer, json_response
+from celery_observe.worker.metrics import FailureRate
+from celery_observe.worker.observer import Observer
+from celery_observe.worker.outcome import IGNORED, Outcome, classify_failure
+from celery_observe.worker.routes import routes
 
 from .workers import REPO, WorkerProcess, parse_metrics, wait_until
 
@@ -39,14 +41,14 @@ README = (REPO / "README.md").read_text()
 def observer() -> Iterator[Observer]:
     app = Celery("claims", broker="memory://", set_as_current=False)
     observer = Observer(app, ObserveConfig(enabled=True))
-    observer.task_metrics.start()
+    observer.task_code_metrics.start()
     yield observer
     observer.stop()
     app.close()
 
 
 def samples(observer: Observer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return parse_metrics(observer.routes()["/metrics"]({}).body.decode())
+    return parse_metrics(routes(observer)["/metrics"]({}).body.decode())
 
 
 def test_settings_table_spells_every_setting_as_the_code() -> None:
@@ -109,14 +111,14 @@ def test_at_the_default_cap_of_256_the_oldest_idle_client_makes_room() -> None:
 
 def test_readyz_not_ready_body_has_status_and_reason(observer: Observer) -> None:
     """Before the consumer runs, /readyz is 503 {"status": "not ready", "reason": ...}."""
-    answer = observer.routes()["/readyz"]({})
+    answer = routes(observer)["/readyz"]({})
     assert answer.status == 503 and json.loads(answer.body).keys() == {"status", "reason"}
     assert json.loads(answer.body)["status"] == "not ready"
 
 
 def test_status_has_the_documented_fields(observer: Observer) -> None:
     """/status names host, pid, pool, concurrency, version, active, reserved, counts, ready."""
-    status = json.loads(observer.routes()["/status"]({}).body)
+    status = json.loads(routes(observer)["/status"]({}).body)
     assert {"hostname", "pid", "pool", "concurrency", "celery_version", "active",
             "reserved_count", "counts", "ready"} <= set(status)
     assert status["ready"] is False

@@ -18,7 +18,7 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, Counter
 
 from celery_observe.faults import FaultLog
-from celery_observe.resources import THREAD_NAME, ResourceMonitor, pool_child_pids
+from celery_observe.worker.resources import THREAD_NAME, ResourceMonitor, pool_child_pids
 
 SLEEPER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
 FAULTS = "celery_observe_internal_errors_total"

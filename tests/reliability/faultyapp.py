@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery_observe import (
-    cache,
+from celery_observe import queues
+from celery_observe.task_side import metrics as task_side_metrics
+from celery_observe.worker import (
+    cache_metrics,
     instrument,
     metrics,
     observer,
     pool,
-    queues,
     recorder,
     resources,
-    task_metrics,
+    routes,
+    task_metrics_receiver,
 )
 from tests.metricsapp import app
 
@@ -31,12 +33,12 @@ PARTS: dict[str, list[tuple[Any, str]]] = {
     "classify": [(instrument, "classify_failure")],
     "resources": [(resources.ResourceMonitor, "_sample")],
     "queues": [(queues.QueueReader, "read_broker")],
-    "collectors": [(pool.PoolCollector, "collect"), (cache.CacheCollector, "collect"),
+    "collectors": [(pool.PoolCollector, "collect"), (cache_metrics.CacheCollector, "collect"),
                    (metrics.FailureRate, "collect")],
-    "task metrics": [(task_metrics.TaskMetricsReceiver, "apply")],
-    "task metrics (pool child)": [(task_metrics._PipeWriter, "_write")],
-    "endpoints": [(observer.Observer, name) for name in (
-        "metrics_response", "status", "liveness", "readiness", "health", "tasks")],
+    "task metrics": [(task_metrics_receiver.TaskMetricsReceiver, "apply")],
+    "task metrics (pool child)": [(task_side_metrics.PipeWriter, "_write")],
+    "endpoints": [(routes, "metrics_response")] + [(observer.Observer, name) for name in (
+        "status", "liveness", "readiness", "health", "tasks")],
     "setup": [(instrument.TaskInstrumentation, "apply")],
 }
 

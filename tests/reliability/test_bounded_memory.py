@@ -18,9 +18,9 @@ from celery import Celery
 
 from celery_observe import TaskCounter
 from celery_observe.config import ObserveConfig
-from celery_observe.observer import Observer
-from celery_observe.outcome import SUCCESS, Outcome
-from celery_observe.recorder import MAX_ERROR_SERIES
+from celery_observe.worker.observer import Observer
+from celery_observe.worker.outcome import SUCCESS, Outcome
+from celery_observe.worker.recorder import MAX_ERROR_SERIES
 
 OUTCOMES = 1_000_000
 TASK_NAMES = 10_000
@@ -34,7 +34,7 @@ CHECKPOINTS = (250_000, 500_000, 750_000, 1_000_000)
 def observer() -> Iterator[Observer]:
     app = Celery("soak", broker="memory://", set_as_current=False)
     observer = Observer(app, ObserveConfig(enabled=True, max_task_names=MAX_TASK_NAMES))
-    observer.task_metrics.start()  # no pipe: updates apply in this process, as in the worker
+    observer.task_code_metrics.start()  # no pipe: updates apply in this process, as in the worker
     yield observer
     observer.stop()
     app.close()

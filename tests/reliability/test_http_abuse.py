@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
-from celery_observe import http_messages as http
+from celery_observe.worker import http_messages as http
 
 from ..conftest import broker_url
 from ..workers import WorkerProcess, wait_until

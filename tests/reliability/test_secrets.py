@@ -25,7 +25,7 @@ import pytest
 from celery import Celery
 
 from celery_observe import Cluster
-from celery_observe.cluster import BrokerUnreachableError
+from celery_observe.cluster.client import BrokerUnreachableError
 from celery_observe.redaction import REDACTED
 
 from ..conftest import broker_url, running

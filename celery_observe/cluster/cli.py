@@ -1,8 +1,8 @@
 """``celery -A proj observe ...``: the cluster from the command line.
 
-Celery loads this group through the ``celery.commands`` entry point on every ``celery``
-invocation. That import is also what lets ``celery -A proj worker --observe`` work with no
-code in ``proj``: it registers the worker options and the ``observe_*`` remote commands.
+Celery loads this group through the ``celery.commands`` entry point
+(:mod:`celery_observe.commands`) on every ``celery`` invocation, so this module imports
+nothing heavy until a command runs.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .bootstep import register_worker_options
-from .health import EXIT_CODES, UNHEALTHY
+from .verdict import EXIT_CODES, UNHEALTHY
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .shapes import QueueReport
+    from ..shapes import QueueReport
+    from .client import Cluster
 
 
 def _cluster(ctx: click.Context) -> Cluster:
     """A client for the app given with -A, closed when the command ends."""
-    from .cluster import Cluster  # loaded when a command runs, not on every `celery` call
+    from .client import Cluster  # loaded when a command runs, not on every `celery` call
 
     app = getattr(ctx.obj, "app", None)
     if app is None:
@@ -55,7 +54,7 @@ def _emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
 
 
 def _run(ctx: click.Context, fetch: Callable[[Cluster], Any]) -> Any:
-    from .cluster import BrokerUnreachableError
+    from .client import BrokerUnreachableError
 
     try:
         return fetch(_cluster(ctx))
@@ -231,7 +230,7 @@ def history(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout
 def top(ctx: click.Context, interval: float, iterations: int | None, timeout: float,
         discovery_timeout: float) -> None:
     """A live view of workers, running tasks and queue depths; Ctrl-C quits."""
-    from .cluster import BrokerUnreachableError
+    from .client import BrokerUnreachableError
 
     cluster = _cluster(ctx)
     clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
@@ -250,6 +249,3 @@ def top(ctx: click.Context, interval: float, iterations: int | None, timeout: fl
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
-
-
-register_worker_options()

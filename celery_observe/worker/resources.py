@@ -21,7 +21,7 @@ import psutil
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .faults import FaultLog
+from ..faults import FaultLog
 
 THREAD_NAME = "celery-observe-resources"
 _STOP_TIMEOUT = 0.9  # stop() returns within a second even if a sample hangs
@@ -213,9 +213,9 @@ class ResourceMonitor(Collector):
             if stopping.wait(self.interval):
                 return
 
-    def stop(self) -> None:
-        """Stop the thread within a second; idempotent, silent, fine without ``start()``."""
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Stop the thread within ``timeout``; idempotent, silent, fine without ``start()``."""
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(_STOP_TIMEOUT)
+            thread.join(timeout)

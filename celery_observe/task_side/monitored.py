@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from .outcome import exception_name
-from .task_metrics import TaskCounter, TaskHistogram
+from ..error_types import exception_name
+from .metrics import TaskCounter, TaskHistogram
 
 LabelSource = str | Callable[[tuple[Any, ...], dict[str, Any]], Any]
 F = TypeVar("F", bound=Callable[..., Any])

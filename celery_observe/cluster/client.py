@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.exceptions import OperationalError
 
-from .cache import CacheSet
-from .faults import FaultLog
-from .health import cluster_health
-from .queues import QueueDepth, QueueReader, configured_queue_names
-from .redaction import Masker, mask_url
-from .shapes import QueueReport
+from ..faults import FaultLog
+from ..named_caches import CacheSet
+from ..queues import QueueDepth, QueueReader, configured_queue_names
+from ..redaction import Masker, mask_url
+from ..shapes import QueueReport
+from .verdict import cluster_health
 
 if TYPE_CHECKING:
     from celery import Celery

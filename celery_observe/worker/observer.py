@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import gzip
 import logging
 import os
 import time
@@ -19,25 +18,27 @@ import celery
 from celery import bootsteps, concurrency
 from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry, Metric
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from .cache import CacheCollector, CacheSet
-from .cardinality import BoundedLabel
-from .config import ObserveConfig
+from ..cardinality import BoundedLabel
+from ..config import ObserveConfig
+from ..faults import FaultLog
+from ..named_caches import CacheSet
+from ..queues import QueueReader
+from ..redaction import REDACTED, Masker, TaskArgsLogFilter
+from .cache_metrics import CacheCollector
 from .exposition import Exposition
-from .faults import FaultLog, GuardedCollector
-from .health import ProbeResult, liveness, readiness
+from .guarded_collector import GuardedCollector
 from .history import TaskHistory
-from .http import ObserveHTTPServer, Response, Route, json_response
+from .http_server import ObserveHTTPServer
 from .instrument import TaskInstrumentation
 from .metrics import TaskMetrics
 from .pool import PoolCollector, active_and_reserved, pool_size, snapshot
+from .probes import ProbeResult, liveness, readiness
 from .queue_metrics import QueueLengthCollector
-from .queues import QueueReader
 from .recorder import Recorder
-from .redaction import REDACTED, Masker, TaskArgsLogFilter
 from .resources import ResourceMonitor, pool_child_pids
-from .task_metrics import TaskMetricsReceiver
+from .routes import INLINE_PATHS, routes
+from .task_metrics_receiver import TaskMetricsReceiver
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_observe")
 
 _SOLO_POOLS = {"solo"}
+#: How long stopping may wait for our threads, all of them together.
+SHUTDOWN_SECONDS = 3.0
 
 
 def _pool_name(worker: Any) -> str:
@@ -75,7 +78,7 @@ class Observer:
                                   config.task_names_deny)
         self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
         self.exposition = Exposition(self.recorder, self.metrics, self.registry)
-        self.task_metrics = TaskMetricsReceiver(
+        self.task_code_metrics = TaskMetricsReceiver(
             self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
         self.caches = CacheSet(clock=clock)
         for component, collector in (
@@ -106,7 +109,7 @@ class Observer:
         self.instrumentation.apply()
         if not self.config.show_task_args:  # Celery logs a task's arguments at debug level
             logging.getLogger("celery.pool").addFilter(self._args_log_filter)
-        self.task_metrics.open_pipe()  # before the pool forks: every child inherits it
+        self.task_code_metrics.open_pipe()  # before the pool forks: every child inherits it
         self.resources = ResourceMonitor(
             lambda: pool_child_pids(getattr(worker, "pool", None)), self.faults,
             interval=self.config.resource_interval,
@@ -116,10 +119,10 @@ class Observer:
     def start(self) -> None:
         """Start the resource monitor and the HTTP server (a busy port is logged, not fatal)."""
         self._each_safely("start", {"resources": getattr(self.resources, "start", None),
-                                    "task metrics": self.task_metrics.start})
+                                    "task metrics": self.task_code_metrics.start})
         try:
-            self.server = ObserveHTTPServer(self.config.address, self.config.port, self.routes(),
-                                            self.faults, inline_paths={"/healthz", "/readyz"})
+            self.server = ObserveHTTPServer(self.config.address, self.config.port, routes(self),
+                                            self.faults, inline_paths=INLINE_PATHS)
         except OSError as exc:
             fix = ("Give each worker on this host its own port with --observe-port (or "
                    "observe_port / CELERY_OBSERVE_PORT), or 0 for any free port."
@@ -156,14 +159,24 @@ class Observer:
         except Exception as exc:  # noqa: BLE001
             self.faults.report("loop tick", exc)
 
-    def stop(self) -> None:
-        """Stop serving, release the port and unhook the tasks; idempotent, never raises."""
+    def stop(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Stop serving, release the port and unhook the tasks; idempotent, never raises.
+
+        ``timeout`` is one budget for every thread there is to join, shared in turn, so a
+        worker's shutdown waits for us at most that long however many parts we stop.
+        """
+        deadline = time.monotonic() + timeout
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         server, self.server = self.server, None
         hub, self._hub = self._hub, None
+        resources = self.resources
         self._each_safely("stop", {
-            "http server": getattr(server, "stop", None),
-            "resources": getattr(self.resources, "stop", None),
-            "task metrics": self.task_metrics.stop,
+            "http server": None if server is None else lambda: server.stop(remaining()),
+            "resources": None if resources is None else lambda: resources.stop(remaining()),
+            "task metrics": lambda: self.task_code_metrics.stop(remaining()),
             "queue lengths": self.queue_reader.close,
             "loop tick": None if hub is None else functools.partial(hub.on_tick.discard,
                                                                     self.tick),
@@ -282,38 +295,3 @@ class Observer:
         yield from self.registry.collect()
         for metric in self.metrics.per_task:
             yield from metric.collect()
-
-    def metrics_response(self, headers: Mapping[str, str]) -> Response:
-        _, content_type = choose_encoder(headers.get("accept", ""))
-        body = self.exposition.render(
-            openmetrics=content_type.startswith("application/openmetrics-text"))
-        extra: tuple[tuple[str, str], ...] = ()
-        if gzip_accepted(headers.get("accept-encoding", "")):
-            # Level 3: a third of level 6's time for 12% more bytes (5 MB page: 11 vs
-            # 30 ms, 255 vs 228 KB); the CPU is the worker's, the bytes a LAN's.
-            body = gzip.compress(body, compresslevel=3)
-            extra = (("Content-Encoding", "gzip"),)
-        return Response(200, body, content_type, extra)
-
-    def routes(self) -> dict[str, Route]:
-        def probe(name: str, check: Callable[[], ProbeResult], status_on_fault: int) -> Route:
-            def route(_headers: Mapping[str, str]) -> Response:
-                try:
-                    result = check()
-                except Exception as exc:  # noqa: BLE001
-                    self.faults.report(f"http {name}", exc)
-                    return json_response(status_on_fault, {
-                        "status": "unknown", "reason": f"the {name} check failed inside "
-                        "celery-observe; see the worker log"})
-                return json_response(result.http_status, result.body)
-            return route
-
-        return {
-            "/metrics": self.metrics_response,
-            # A fault in our own check must not get a healthy worker restarted: liveness
-            # fails open; readiness fails closed, which only holds traffic back.
-            "/healthz": probe("/healthz", self.liveness, 200),
-            "/readyz": probe("/readyz", self.readiness, 503),
-            "/status": lambda _headers: json_response(200, self.status()),
-        }
-

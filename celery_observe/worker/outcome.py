@@ -20,7 +20,8 @@ from billiard.exceptions import (
     WorkerLostError,
 )
 from celery.exceptions import Ignore, Reject, Retry
-from celery.utils.serialization import UnpickleableExceptionWrapper
+
+from ..error_types import exception_name
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,6 @@ CANCELLED = Outcome("retry", retry_reason="Cancelled")
 def unwrap(exc: BaseException) -> BaseException:
     """The exception a task raised, without the wrapper that carried it from the pool child."""
     return exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
-
-
-def exception_name(exc: BaseException | None) -> str:
-    """The class name of ``exc``, also for exceptions that could not be pickled."""
-    if exc is None:
-        return "Retry"
-    if isinstance(exc, UnpickleableExceptionWrapper):
-        return str(exc.exc_cls_name)
-    return type(exc).__name__
 
 
 def _will_run_again(request: Any, exc: BaseException) -> bool:

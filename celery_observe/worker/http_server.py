@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 
-from .faults import FaultLog
+from ..faults import FaultLog
 from .http_messages import (
     HEAD_END,
     METHOD_PREFIX,
@@ -130,15 +130,16 @@ class ObserveHTTPServer:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Stop serving, release the port, join the threads; idempotent, signal-handler safe."""
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop serving, release the port, join the threads within ``timeout`` together;
+        idempotent, signal-handler safe."""
         if not self._stop_once.acquire(blocking=False):
             return
         self._stopping.set()
         self._wake()
         for _ in self._threads[1:]:
             self._jobs.put(None)  # SimpleQueue.put is reentrant: fine in a signal handler
-        deadline = time.monotonic() + STOP_SECONDS
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))

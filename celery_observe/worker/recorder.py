@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .cardinality import OVERFLOW, BoundedLabel
+from ..cardinality import OVERFLOW, BoundedLabel
 from .history import FinishedTask, TaskHistory
 from .metrics import STATUSES, TaskMetrics
 from .outcome import Outcome

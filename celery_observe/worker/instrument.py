@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from billiard.exceptions import TimeLimitExceeded
 from celery.utils.imports import symbol_by_name
 
-from .faults import FaultLog
+from ..faults import FaultLog
+from ..task_side.publish import PUBLISHED_AT_HEADER
 from .outcome import REVOKED, SUCCESS, Outcome, classify_failure
-from .publish import PUBLISHED_AT_HEADER
 from .recorder import Recorder
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .queues import QueueDepth, QueueReader
+from ..queues import QueueDepth, QueueReader
 
 
 class QueueLengthCollector(Collector):

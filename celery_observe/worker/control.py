@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.worker.control import control_command, inspect_command
 
-from .config import parse_bool, whole_number
+from ..config import parse_bool, whole_number
 
 if TYPE_CHECKING:
     from .observer import Observer
