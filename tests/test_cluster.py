@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_observe import Cluster
+from celery_observe import Cluster, shapes
 
 from .workers import REPO, WorkerProcess, wait_until
 
@@ -300,3 +301,51 @@ def test_a_queue_no_worker_consumes_is_reported_and_degrades_health(
         if broker.startswith("amqp"):
             with client.connection_for_write() as connection:
                 connection.default_channel.queue_delete(orphan)
+
+
+def conforms(value: Any, shape: Any, where: str = "answer") -> list[str]:
+    """Where ``value`` differs from ``shape`` (a TypedDict, or a list/dict of them): the keys
+    each TypedDict must and may have, checked all the way down."""
+    origin = typing.get_origin(shape)
+    if typing.is_typeddict(shape):
+        if not isinstance(value, dict):
+            return [f"{where}: {type(value).__name__}, not a dict"]
+        required, optional = shape.__required_keys__, shape.__optional_keys__
+        problems = [f"{where}: missing {sorted(required - set(value))}"] if required - set(
+            value) else []
+        problems += [f"{where}: unexpected {sorted(set(value) - required - optional)}"] if set(
+            value) - required - optional else []
+        hints = typing.get_type_hints(shape)
+        for key in set(value) & set(hints):
+            problems += conforms(value[key], hints[key], f"{where}.{key}")
+        return problems
+    if origin is list and isinstance(value, list):
+        return [p for n, item in enumerate(value)
+                for p in conforms(item, typing.get_args(shape)[0], f"{where}[{n}]")]
+    if origin is dict and isinstance(value, dict):
+        return [p for key, item in value.items()
+                for p in conforms(item, typing.get_args(shape)[1], f"{where}[{key!r}]")]
+    return []
+
+
+def test_answers_have_the_typed_shapes(
+        make_cluster: Callable[..., Cluster], client: Celery, queue_name: str,
+        two_workers: list[WorkerProcess]) -> None:
+    """Every Cluster answer and every worker reply has exactly the keys shapes.py declares."""
+    client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)
+    client.send_task("tests.workerapp.sleep", (5,), queue=queue_name, countdown=60)
+    cluster = make_cluster(timeout=5, discovery_timeout=1, use_cache=False)
+    wait_until(lambda: cluster.history(5)["tasks"] and cluster.tasks()["scheduled"], 20,
+               "a finished and a scheduled task")
+    for answer, shape in ((cluster.status(), shapes.ClusterStatus),
+                          (cluster.health(), shapes.ClusterHealth),
+                          (cluster.tasks(), shapes.ClusterTasks),
+                          (cluster.history(5), shapes.ClusterHistory),
+                          (cluster.summary(), shapes.ClusterSummary),
+                          (cluster.queues(), shapes.ClusterQueues)):
+        assert conforms(answer, shape, shape.__name__) == []
+    for command, shape in shapes.COMMAND_DATA.items():
+        replies, _ = cluster.ask(command)
+        assert len(replies) == 2
+        for hostname, reply in replies.items():
+            assert conforms(reply["data"], shape, f"{command} of {hostname}") == []

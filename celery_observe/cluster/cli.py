@@ -19,7 +19,7 @@ import click
 from .verdict import EXIT_CODES, UNHEALTHY
 
 if TYPE_CHECKING:
-    from ..shapes import QueueReport
+    from ..shapes import ClusterHealth, ClusterHistory, ClusterStatus, ClusterTasks, QueueReport
     from .client import Cluster
 
 
@@ -86,7 +86,7 @@ def observe() -> None:
     """Status, health, tasks and queues of all workers started with --observe."""
 
 
-def _render_health(data: dict[str, Any], verbose: bool) -> str:
+def _render_health(data: ClusterHealth, verbose: bool) -> str:
     lines = [f"{data['status'].upper()}: {data['message']}",
              f"workers: {data['workers']['worker_count']}"
              + (f" ({', '.join(data['workers']['active_workers'])})" if verbose else ""),
@@ -117,12 +117,13 @@ def health(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout:
     ctx.exit(EXIT_CODES.get(data["status"], EXIT_CODES[UNHEALTHY]))
 
 
-def _render_workers(data: dict[str, Any]) -> str:
-    rows = [(hostname, w.get("pool"), w.get("concurrency"), w.get("active_count"),
-             w.get("reserved_count"), w.get("counts", {}).get("success"),
-             w.get("counts", {}).get("failure"), "yes" if w.get("ready") else "NO",
-             w.get("http_port"))
-            for hostname, w in sorted(data["workers"].items())]
+def _render_workers(data: ClusterStatus) -> str:
+    rows: list[tuple[Any, ...]] = [
+        (hostname, w.get("pool"), w.get("concurrency"), w.get("active_count"),
+         w.get("reserved_count"), w.get("counts", {}).get("success"),
+         w.get("counts", {}).get("failure"), "yes" if w.get("ready") else "NO",
+         w.get("http_port"))
+        for hostname, w in sorted(data["workers"].items())]
     rows += [(hostname, "missing", None, None, None, None, None, "NO", None)
              for hostname in data["missing"]]
     if not rows:
@@ -141,7 +142,7 @@ def _render_queues(queues: dict[str, QueueReport]) -> str:
     return table(rows, ["QUEUE", "WAITING", "OLDEST", "CONSUMERS"])
 
 
-def _render_status(data: dict[str, Any]) -> str:
+def _render_status(data: ClusterStatus) -> str:
     totals = data["totals"]
     head = (f"{data['workers_online']} worker(s) online, {totals['active']} active of "
             f"{totals['concurrency']} slots, {totals['reserved']} reserved  "
@@ -169,7 +170,7 @@ def workers(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout
           as_json, _render_workers)
 
 
-def _render_tasks(data: dict[str, Any]) -> str:
+def _render_tasks(data: ClusterTasks) -> str:
     rows = [(kind, task["worker"], task["name"], task["id"],
              task.get("eta") or _clock(task.get("time_start")))
             for kind in ("running", "reserved", "scheduled") for task in data[kind]]
@@ -199,7 +200,7 @@ def queues(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout:
           lambda data: _render_queues(data["queues"]))
 
 
-def _render_history(data: dict[str, Any]) -> str:
+def _render_history(data: ClusterHistory) -> str:
     rows = [(_clock(t["ended"]), t["worker"], t["name"], t["state"], t["error_type"],
              None if t["duration_seconds"] is None else f"{t['duration_seconds']:.3f}s",
              t["id"]) for t in data["tasks"]]

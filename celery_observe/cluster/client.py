@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kombu.exceptions import OperationalError
 
@@ -21,11 +21,26 @@ from ..faults import FaultLog
 from ..named_caches import CacheSet
 from ..queues import QueueDepth, QueueReader, configured_queue_names
 from ..redaction import Masker, mask_url
-from ..shapes import QueueReport
+from ..shapes import (
+    ClusterFinishedTask,
+    ClusterHealth,
+    ClusterHistory,
+    ClusterQueues,
+    ClusterStatus,
+    ClusterSummary,
+    ClusterTask,
+    ClusterTasks,
+    QueueReport,
+    Totals,
+    WorkerHealth,
+)
 from .verdict import cluster_health
 
 if TYPE_CHECKING:
     from celery import Celery
+
+
+T = TypeVar("T")
 
 
 class BrokerUnreachableError(ConnectionError):
@@ -144,7 +159,7 @@ class Cluster:
         there is none, which would send a reader looking for a password)."""
         return mask_url(self.app.connection_for_read().as_uri(include_password=True))
 
-    def _cached(self, cache_name: str, key: str, compute: Callable[[], Any]) -> Any:
+    def _cached(self, cache_name: str, key: str, compute: Callable[[], T]) -> T:
         if not self.use_cache:
             return compute()
         value, _hit = self.caches.get(cache_name).get_or_compute(key, compute)
@@ -163,43 +178,40 @@ class Cluster:
 
     # --- what users ask ---------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Every worker's status plus cluster totals and queue lengths."""
-        return dict(self._cached("worker_status", "status", self._status))
+    def status(self) -> ClusterStatus:
+        """Every worker's status plus cluster totals and queues."""
+        return self._cached("worker_status", "status", self._status).copy()
 
-    def _status(self) -> dict[str, Any]:
+    def _status(self) -> ClusterStatus:
         replies, missing = self.ask("observe_status", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        queues = self._queue_reports(workers)
-        return {
-            "timestamp": _now_iso(),
-            "broker": self.broker_url,
-            "workers_online": len(workers),
-            "workers": workers,
-            "missing": missing,
-            "errors": errors,
-            "totals": {
-                "active": sum(w.get("active_count", 0) for w in workers.values()),
-                "reserved": sum(w.get("reserved_count", 0) for w in workers.values()),
-                "concurrency": sum(w.get("concurrency") or 0 for w in workers.values()),
-            },
-            "queues": queues,
-        }
+        return ClusterStatus(
+            timestamp=_now_iso(), missing=missing, errors=errors,
+            broker=self.broker_url,
+            workers_online=len(workers),
+            workers=workers,
+            totals=Totals(
+                active=sum(w.get("active_count", 0) for w in workers.values()),
+                reserved=sum(w.get("reserved_count", 0) for w in workers.values()),
+                concurrency=sum(w.get("concurrency") or 0 for w in workers.values())),
+            queues=self._queue_reports(workers))
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ClusterHealth:
         """The monitoring seed's verdict (healthy / degraded / unhealthy) with advice."""
-        return dict(self._cached("health_check", "health", self._health))
+        return self._cached("health_check", "health", self._health).copy()
 
-    def _health(self) -> dict[str, Any]:
-        workers: dict[str, Any] = {}
+    def _health(self) -> ClusterHealth:
+        workers: dict[str, WorkerHealth] = {}
         missing: list[str] = []
         broker_error = None
         try:
             replies, missing = self.ask("observe_health", use_cache=self.use_cache)
             workers, errors = self._data(replies)
             for hostname, error in errors.items():
-                workers[hostname] = {"alive": True, "ready": False,
-                                     "readiness": {"reason": error}}
+                workers[hostname] = WorkerHealth(
+                    hostname=hostname, alive=True, ready=False, liveness={},
+                    readiness={"reason": error}, active_count=0, reserved_count=0, queues=[],
+                    internal_errors=0)
         except BrokerUnreachableError as exc:
             broker_error = str(exc)
         queues = {} if broker_error else self._queue_reports(workers)
@@ -207,51 +219,53 @@ class Cluster:
             workers=workers, missing=missing, queues=queues, broker_error=broker_error,
             queue_threshold=self.queue_threshold,
             start_command=f"celery -A {self.app.main or 'proj'} worker --observe --loglevel=info")
-        verdict["timestamp"] = _now_iso()
-        verdict["details"] = workers
-        return verdict
+        return ClusterHealth(**verdict, timestamp=_now_iso(), details=workers)
 
-    def tasks(self) -> dict[str, Any]:
+    def tasks(self) -> ClusterTasks:
         """Running, reserved and scheduled tasks of every worker, each tagged with its worker."""
-        return dict(self._cached("task_status", "tasks", self._tasks))
+        return self._cached("task_status", "tasks", self._tasks).copy()
 
-    def _tasks(self) -> dict[str, Any]:
+    def _tasks(self) -> ClusterTasks:
         replies, missing = self.ask("observe_tasks", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        merged: dict[str, list[dict[str, Any]]] = {"running": [], "reserved": [], "scheduled": []}
+        merged: dict[str, list[ClusterTask]] = {"running": [], "reserved": [], "scheduled": []}
         for hostname, lists in sorted(workers.items()):
             for kind, source in (("running", "active"), ("reserved", "reserved"),
                                  ("scheduled", "scheduled")):
-                merged[kind].extend({"worker": hostname, **task} for task in lists.get(source, []))
-        return {"timestamp": _now_iso(), **merged, "running_count": len(merged["running"]),
-                "workers": sorted(workers), "missing": missing, "errors": errors}
+                merged[kind].extend(cast(ClusterTask, {"worker": hostname, **task})
+                                    for task in lists.get(source, []))
+        return ClusterTasks(
+            timestamp=_now_iso(), missing=missing, errors=errors,
+            running=merged["running"], reserved=merged["reserved"],
+            scheduled=merged["scheduled"], running_count=len(merged["running"]),
+            workers=sorted(workers))
 
-    def history(self, limit: int = 50) -> dict[str, Any]:
+    def history(self, limit: int = 50) -> ClusterHistory:
         """The last ``limit`` finished tasks over all workers, newest first."""
         replies, missing = self.ask("observe_history", limit=limit)
         workers, errors = self._data(replies)
-        entries = [{"worker": hostname, **entry}
+        entries = [cast(ClusterFinishedTask, {"worker": hostname, **entry})
                    for hostname, items in workers.items() for entry in items]
         entries.sort(key=lambda entry: entry["ended"], reverse=True)
-        return {"timestamp": _now_iso(), "tasks": entries[:limit], "missing": missing,
-                "errors": errors}
+        return ClusterHistory(timestamp=_now_iso(), missing=missing, errors=errors,
+                              tasks=entries[:limit])
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ClusterSummary:
         """Per worker and task name: counts by status, success rate and percentiles."""
-        return dict(self._cached("metrics_summary", "summary", self._summary))
+        return self._cached("metrics_summary", "summary", self._summary).copy()
 
-    def _summary(self) -> dict[str, Any]:
+    def _summary(self) -> ClusterSummary:
         replies, missing = self.ask("observe_summary", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        return {"timestamp": _now_iso(), "workers": workers, "missing": missing,
-                "errors": errors}
+        return ClusterSummary(timestamp=_now_iso(), missing=missing, errors=errors,
+                              workers=workers)
 
-    def queues(self) -> dict[str, Any]:
+    def queues(self) -> ClusterQueues:
         """Every known queue: its depth, the workers consuming it, and whether none does."""
         replies, missing = self.ask("observe_status", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        return {"timestamp": _now_iso(), "queues": self._queue_reports(workers),
-                "missing": missing, "errors": errors}
+        return ClusterQueues(timestamp=_now_iso(), missing=missing, errors=errors,
+                             queues=self._queue_reports(workers))
 
     def _queue_reports(self, workers: dict[str, Any]) -> dict[str, QueueReport]:
         consumers: dict[str, list[str]] = {}

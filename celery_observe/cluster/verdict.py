@@ -6,18 +6,21 @@ CLI and the API answer alike; every rule is testable without a broker.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Final
 
-from ..shapes import QueueReport
+from ..shapes import HealthWorkers, QueueReport, Verdict, VerdictStatus, WorkerHealth
 
-HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+HEALTHY: Final = "healthy"
+DEGRADED: Final = "degraded"
+UNHEALTHY: Final = "unhealthy"
 #: Exit codes of ``celery observe health``, for exec probes and scripts.
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 
 
-def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
+def cluster_health(*, workers: Mapping[str, WorkerHealth], missing: list[str],
                    queues: dict[str, QueueReport], broker_error: str | None,
-                   queue_threshold: int, start_command: str) -> dict[str, Any]:
+                   queue_threshold: int, start_command: str) -> Verdict:
     """The monitoring seed's verdict on a cluster: healthy, degraded or unhealthy.
 
     Unhealthy: the broker cannot be reached, or no worker answers (tasks cannot run).
@@ -27,6 +30,7 @@ def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
     """
     problems: list[str] = []
     recommendations: list[str] = []
+    status: VerdictStatus
     if broker_error is not None:
         status = UNHEALTHY
         problems.append(f"the broker cannot be reached: {broker_error}")
@@ -61,18 +65,17 @@ def cluster_health(*, workers: dict[str, dict[str, Any]], missing: list[str],
         if problems:
             status = DEGRADED
     message = "All systems operational" if not problems else "; ".join(problems)
-    return {
-        "status": status,
-        "message": message,
-        "broker_connected": broker_error is None,
-        "workers": {
-            "healthy": bool(workers) and broker_error is None,
-            "active_workers": sorted(workers),
-            "worker_count": len(workers),
-            **({"error": problems[0]} if status == UNHEALTHY else {}),
-        },
-        "queues": {name: -1 if queue["length"] is None else queue["length"]
-                   for name, queue in sorted(queues.items())},
-        "unconsumed_queues": sorted(name for name, queue in queues.items() if queue["unconsumed"]),
-        "recommendations": recommendations,
-    }
+    health_workers = HealthWorkers(healthy=bool(workers) and broker_error is None,
+                                   active_workers=sorted(workers), worker_count=len(workers))
+    if status == UNHEALTHY:
+        health_workers["error"] = problems[0]
+    return Verdict(
+        status=status,
+        message=message,
+        broker_connected=broker_error is None,
+        workers=health_workers,
+        queues={name: -1 if queue["length"] is None else queue["length"]
+                for name, queue in sorted(queues.items())},
+        unconsumed_queues=sorted(name for name, queue in queues.items() if queue["unconsumed"]),
+        recommendations=recommendations,
+    )

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from celery.worker.control import control_command, inspect_command
 
 from ..config import parse_bool, whole_number
+from ..shapes import CachedReply, DataReply, ErrorReply, InvalidatedReply, Reply
 
 if TYPE_CHECKING:
     from .observer import Observer
 
-Reply = dict[str, Any]
 NOT_OBSERVED = "celery-observe is not enabled on this worker (start it with --observe)"
 
 
@@ -51,18 +51,18 @@ def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
     def handler(state: Any, **arguments: Any) -> Reply:
         observer = _observer(state)
         if observer is None:
-            return {"error": NOT_OBSERVED}
+            return ErrorReply(error=NOT_OBSERVED)
         try:
             bound = signature.bind(observer, **arguments)
         except TypeError as exc:
-            return {"error": observer.mask(f"{fun.__name__}: {fun.__name__}() {exc}")}
+            return ErrorReply(error=observer.mask(f"{fun.__name__}: {fun.__name__}() {exc}"))
         try:
             return fun(*bound.args, **bound.kwargs)
         except BadArgumentError as exc:
-            return {"error": observer.mask(f"{fun.__name__}: {exc}")}
+            return ErrorReply(error=observer.mask(f"{fun.__name__}: {exc}"))
         except Exception as exc:  # noqa: BLE001
             observer.faults.report(f"control {fun.__name__}", exc)
-            return {"error": f"{fun.__name__} failed inside the worker; see its log"}
+            return ErrorReply(error=f"{fun.__name__} failed inside the worker; see its log")
 
     return handler
 
@@ -84,13 +84,13 @@ def _use_cache(value: Any) -> bool:
 
 
 def _cached(observer: Observer, cache_name: str, key: str, compute: Callable[[], Any],
-            use_cache: Any) -> Reply:
+            use_cache: Any) -> CachedReply:
     if not _use_cache(use_cache):
-        return {"cache": "BYPASS", "data": compute()}
+        return CachedReply(cache="BYPASS", data=compute())
     cache = observer.caches.get(cache_name)
     value, hit = cache.get_or_compute(key, compute)
     age = cache.age(key) if hit else None
-    return {"cache": "HIT" if hit else "MISS", "cache_age_seconds": age, "data": value}
+    return CachedReply(cache="HIT" if hit else "MISS", cache_age_seconds=age, data=value)
 
 
 def _limit(value: Any, maximum: int) -> int:
@@ -102,51 +102,52 @@ def _limit(value: Any, maximum: int) -> int:
 
 @inspect_command(name="observe_status", args=[("use_cache", str)], signature="[use_cache=true]")
 @_command
-def observe_status(observer: Observer, use_cache: Any = True) -> Reply:
+def observe_status(observer: Observer, use_cache: Any = True) -> CachedReply:
     """Worker status: pool, concurrency, queues, active tasks, outcome counts."""
     return _cached(observer, "worker_status", "status", observer.status, use_cache)
 
 
 @inspect_command(name="observe_health", args=[("use_cache", str)], signature="[use_cache=true]")
 @_command
-def observe_health(observer: Observer, use_cache: Any = True) -> Reply:
+def observe_health(observer: Observer, use_cache: Any = True) -> CachedReply:
     """Liveness and readiness of the worker as its probes see them."""
     return _cached(observer, "health_check", "health", observer.health, use_cache)
 
 
 @inspect_command(name="observe_tasks", args=[("use_cache", str)], signature="[use_cache=true]")
 @_command
-def observe_tasks(observer: Observer, use_cache: Any = True) -> Reply:
+def observe_tasks(observer: Observer, use_cache: Any = True) -> CachedReply:
     """Active, reserved and scheduled tasks (arguments redacted unless the worker opts in)."""
     return _cached(observer, "task_status", "tasks", observer.tasks, use_cache)
 
 
 @inspect_command(name="observe_history", args=[("limit", int)], signature="[limit=50]")
 @_command
-def observe_history(observer: Observer, limit: Any = 50) -> Reply:
+def observe_history(observer: Observer, limit: Any = 50) -> DataReply:
     """The last finished tasks, newest first."""
     count = _limit(limit, observer.history.size)
-    return {"data": [entry.as_dict() for entry in observer.history.latest(count)]}
+    return DataReply(data=[entry.as_dict() for entry in observer.history.latest(count)])
 
 
 @inspect_command(name="observe_summary", args=[("use_cache", str)], signature="[use_cache=true]")
 @_command
-def observe_summary(observer: Observer, use_cache: Any = True) -> Reply:
+def observe_summary(observer: Observer, use_cache: Any = True) -> CachedReply:
     """Per task name over the recent history: counts, success rate, p50/p95/p99 duration."""
     return _cached(observer, "metrics_summary", "summary", observer.history.summary, use_cache)
 
 
 @inspect_command(name="observe_cache_stats")
 @_command
-def observe_cache_stats(observer: Observer) -> Reply:
+def observe_cache_stats(observer: Observer) -> DataReply:
     """Hit, miss and eviction figures of the worker's status caches."""
-    return {"data": observer.caches.stats()}
+    return DataReply(data=observer.caches.stats())
 
 
 @control_command(name="observe_cache_invalidate", args=[("cache_name", str)],
                  signature="[cache_name]")
 @_command
-def observe_cache_invalidate(observer: Observer, cache_name: str | None = None) -> Reply:
+def observe_cache_invalidate(observer: Observer,
+                             cache_name: str | None = None) -> InvalidatedReply:
     """Drop the worker's cached answers: all caches, or the one named."""
     if cache_name is not None and not isinstance(cache_name, str):
         raise BadArgumentError(f"cache_name must be the name of a cache, not {_shown(cache_name)}")
@@ -154,4 +155,4 @@ def observe_cache_invalidate(observer: Observer, cache_name: str | None = None) 
         raise BadArgumentError(f"unknown cache name {_shown(cache_name)}; valid names are: "
                           f"{', '.join(observer.caches.names)}")
     removed = observer.caches.invalidate(cache_name or None)
-    return {"ok": f"invalidated {removed} entries", "cache_name": cache_name or "all"}
+    return InvalidatedReply(ok=f"invalidated {removed} entries", cache_name=cache_name or "all")

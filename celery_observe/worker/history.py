@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from ..shapes import FinishedTaskEntry, Percentiles, TaskSummary
 from .metrics import STATUSES
 
 
@@ -28,13 +29,12 @@ class FinishedTask(NamedTuple):
     def duration(self) -> float | None:
         return None if self.started is None else max(0.0, self.ended - self.started)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> FinishedTaskEntry:
         duration = self.duration
-        return {
-            "id": self.task_id, "name": self.name, "state": self.status,
-            "started": self.started, "ended": self.ended, "error_type": self.error_type,
-            "duration_seconds": None if duration is None else round(duration, 6),
-        }
+        return FinishedTaskEntry(
+            id=self.task_id, name=self.name, state=self.status, started=self.started,
+            ended=self.ended, error_type=self.error_type,
+            duration_seconds=None if duration is None else round(duration, 6))
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -63,12 +63,12 @@ class TaskHistory:
         entries = list(self._entries)  # one C-level copy; safe while other threads append
         return entries[::-1][:limit]
 
-    def summary(self) -> dict[str, dict[str, Any]]:
+    def summary(self) -> dict[str, TaskSummary]:
         """Per task name: counts by status, success rate and duration percentiles."""
         return summarize(list(self._entries))
 
 
-def summarize(entries: Iterable[FinishedTask]) -> dict[str, dict[str, Any]]:
+def summarize(entries: Iterable[FinishedTask]) -> dict[str, TaskSummary]:
     counts: dict[str, dict[str, int]] = {}
     durations: dict[str, list[float]] = {}
     for entry in entries:
@@ -79,17 +79,15 @@ def summarize(entries: Iterable[FinishedTask]) -> dict[str, dict[str, Any]]:
         duration = entry.duration
         if duration is not None:
             durations.setdefault(entry.name, []).append(duration)
-    summary: dict[str, dict[str, Any]] = {}
+    summary: dict[str, TaskSummary] = {}
     for name, by_status in sorted(counts.items()):
         finished = by_status["success"] + by_status["failure"]
         values = sorted(durations.get(name, []))
-        summary[name] = {
-            "counts": by_status,
-            "success_rate_percent": (
+        summary[name] = TaskSummary(
+            counts=by_status,
+            success_rate_percent=(
                 round(100.0 * by_status["success"] / finished, 2) if finished else None),
-            "duration_seconds": {
-                "p50": percentile(values, 0.50), "p95": percentile(values, 0.95),
-                "p99": percentile(values, 0.99),
-            },
-        }
+            duration_seconds=Percentiles(
+                p50=percentile(values, 0.50), p95=percentile(values, 0.95),
+                p99=percentile(values, 0.99)))
     return summary

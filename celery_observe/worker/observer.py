@@ -25,6 +25,7 @@ from ..faults import FaultLog
 from ..named_caches import CacheSet
 from ..queues import QueueReader
 from ..redaction import REDACTED, Masker, TaskArgsLogFilter
+from ..shapes import ActiveTask, ScheduledTask, TaskInfo, WorkerHealth, WorkerStatus, WorkerTasks
 from .cache_metrics import CacheCollector
 from .exposition import Exposition
 from .guarded_collector import GuardedCollector
@@ -227,11 +228,11 @@ class Observer:
         """The queues this worker consumes."""
         return sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         worker = self.worker
         active, reserved = active_and_reserved()
         now = time.time()
-        return {
+        return WorkerStatus({
             "hostname": getattr(worker, "hostname", None),
             "pid": os.getpid(),
             "pool": self.pool_name,
@@ -240,22 +241,22 @@ class Observer:
             "queues": self.queue_names(),
             "http_port": self.bound_port,
             "active": [
-                {"id": request.id, "name": request.name, "worker_pid": request.worker_pid,
-                 "runtime_seconds": None if request.time_start is None
-                 else round(now - request.time_start, 3)}
+                ActiveTask(id=request.id, name=request.name, worker_pid=request.worker_pid,
+                           runtime_seconds=None if request.time_start is None
+                           else round(now - request.time_start, 3))
                 for request in active
             ],
             "active_count": len(active),
             "reserved_count": len(reserved),
             "counts": self.recorder.counts(),
             "ready": self.readiness().ok,
-        }
+        })
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> WorkerHealth:
         """This worker's own view of its health, for the cluster's verdict."""
         alive, ready = self.liveness(), self.readiness()
         active, reserved = active_and_reserved()
-        return {
+        return WorkerHealth({
             "hostname": getattr(self.worker, "hostname", None),
             "alive": alive.ok, "ready": ready.ok,
             "liveness": alive.body, "readiness": ready.body,
@@ -265,30 +266,27 @@ class Observer:
             "internal_errors": int(sum(
                 sample.value for family in self.metrics.internal_errors.collect()
                 for sample in family.samples if sample.name.endswith("_total"))),
-        }
+        })
 
-    def _describe(self, request: Any) -> dict[str, Any]:
+    def _describe(self, request: Any) -> TaskInfo:
         shown = self.config.show_task_args
-        return {
-            "id": request.id, "name": request.name, "worker_pid": request.worker_pid,
-            "time_start": request.time_start,
-            "args": request.argsrepr if shown else REDACTED,
-            "kwargs": request.kwargsrepr if shown else REDACTED,
-        }
+        return TaskInfo(id=request.id, name=request.name, worker_pid=request.worker_pid,
+                        time_start=request.time_start,
+                        args=request.argsrepr if shown else REDACTED,
+                        kwargs=request.kwargsrepr if shown else REDACTED)
 
-    def tasks(self) -> dict[str, list[dict[str, Any]]]:
+    def tasks(self) -> WorkerTasks:
         """Active, reserved (prefetched, not started) and scheduled (waiting on ETA) tasks."""
         active, reserved = active_and_reserved()
-        scheduled = []
+        scheduled: list[ScheduledTask] = []
         timer = getattr(self.consumer, "timer", None)
         for waiting in snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):
             request: Any = next(iter(getattr(waiting.entry, "args", None) or ()), None)
             if hasattr(request, "eta") and hasattr(request, "argsrepr"):
-                entry = self._describe(request)
-                entry["eta"] = request.eta.isoformat() if request.eta else None
-                scheduled.append(entry)
-        return {"active": [self._describe(r) for r in active],
-                "reserved": [self._describe(r) for r in reserved], "scheduled": scheduled}
+                eta = request.eta.isoformat() if request.eta else None
+                scheduled.append(ScheduledTask(**self._describe(request), eta=eta))
+        return WorkerTasks(active=[self._describe(r) for r in active],
+                           reserved=[self._describe(r) for r in reserved], scheduled=scheduled)
 
     def collect(self) -> Iterable[Metric]:
         """Every family ``/metrics`` shows, so ``generate_latest(observer)`` works."""
