@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal
+
+# typing_extensions, not typing: pydantic (the cluster API's schema) reads only its TypedDict
+# before Python 3.12. Celery already installs it (through click-repl).
+from typing_extensions import TypedDict
+
+#: Every value of the ``status`` label of ``celery_task_total`` (and a history entry's state).
+STATUSES: tuple[str, ...] = ("success", "failure", "retry", "revoked", "rejected")
 
 # --- what one worker answers (the ``data`` of an ``observe_*`` reply) --------------------
 

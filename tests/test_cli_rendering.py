@@ -197,7 +197,7 @@ class FakeCluster:
 
     tasks = queues = status
 
-    def history(self, limit: int) -> dict[str, Any]:
+    def history(self, limit: int, **search: Any) -> dict[str, Any]:
         return self.status()
 
     def close(self) -> None:

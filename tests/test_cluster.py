@@ -349,3 +349,37 @@ def test_answers_have_the_typed_shapes(
         assert len(replies) == 2
         for hostname, reply in replies.items():
             assert conforms(reply["data"], shape, f"{command} of {hostname}") == []
+
+
+def test_history_search_and_summary_from_the_command_line(
+        make_cluster: Callable[..., Cluster], broker: str, client: Celery, queue_name: str,
+        two_workers: list[WorkerProcess]) -> None:
+    """Workers search their own history; `observe history` and `observe summary` show it."""
+    ids = [client.send_task("tests.workerapp.add", (n, n), queue=queue_name).id for n in range(3)]
+    for _ in range(2):
+        client.send_task("tests.workerapp.boom", queue=queue_name)
+    cluster = make_cluster(timeout=5, discovery_timeout=1, use_cache=False)
+    wait_until(lambda: len(cluster.history(50)["tasks"]) == 5, 30, "5 finished tasks")
+    failures = cluster.history(50, task="tests.workerapp.b*")["tasks"]
+    assert [(t["name"], t["state"]) for t in failures] == [("tests.workerapp.boom", "failure")] * 2
+    assert {t["id"] for t in cluster.history(50, state="success")["tasks"]} == set(ids)
+    assert [t["id"] for t in cluster.history(50, id_prefix=ids[1])["tasks"]] == [ids[1]]
+    assert cluster.history(50, since=time.time() + 60)["tasks"] == []
+    replies, _ = cluster.ask("observe_history", state="lost")
+    assert [reply["error"] for reply in replies.values()] == [
+        "observe_history: state must be one of success, failure, retry, revoked, rejected, "
+        "not 'lost'"] * 2
+    result = observe_cli(broker, queue_name, "observe", "history", "--state", "failure",
+                         "--last", "600", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [t["name"] for t in json.loads(result.stdout)["tasks"]] == ["tests.workerapp.boom"] * 2
+    result = observe_cli(broker, queue_name, "observe", "summary")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    counts = {}
+    for row in rows:  # WORKER TASK SUCCESS FAILURE RETRY REVOKED REJECTED SUCCESS% P50 P95 P99
+        success, failure = counts.get(row[1], (0, 0))
+        counts[row[1]] = (success + int(row[2]), failure + int(row[3]))
+    assert counts == {"tests.workerapp.add": (3, 0), "tests.workerapp.boom": (0, 2)}
+    bad = observe_cli(broker, queue_name, "observe", "history", "--state", "lost")
+    assert bad.returncode == 2 and "Invalid value for '--state'" in bad.stderr

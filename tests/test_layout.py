@@ -34,3 +34,9 @@ def loaded_after(statement: str) -> list[str]:
 def test_importing_loads_no_worker_module(statement: str) -> None:
     """Clients, task code and the shared modules import no Prometheus client or psutil."""
     assert loaded_after(statement) == []
+
+
+def test_the_entry_point_loads_no_prometheus_or_psutil() -> None:
+    """What every `celery` command imports (our entry point) leaves the heavy parts out."""
+    assert [m for m in loaded_after("import celery_observe.commands")
+            if not m.startswith("celery_observe.")] == []

@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..shapes import STATUSES
 from .verdict import EXIT_CODES, UNHEALTHY
 
 if TYPE_CHECKING:
-    from ..shapes import ClusterHealth, ClusterHistory, ClusterStatus, ClusterTasks, QueueReport
+    from ..shapes import (
+        ClusterHealth,
+        ClusterHistory,
+        ClusterStatus,
+        ClusterSummary,
+        ClusterTasks,
+        QueueReport,
+    )
     from .client import Cluster
 
 
@@ -212,11 +220,46 @@ def _render_history(data: ClusterHistory) -> str:
 @with_common
 @click.option("--limit", "-n", type=click.IntRange(1, 1_000_000), default=20, show_default=True,
               help="How many of the latest finished tasks to show.")
+@click.option("--task", "-t", "task", metavar="NAME",
+              help="Only this task name, or a glob such as 'proj.billing.*'.")
+@click.option("--state", "-s", type=click.Choice(STATUSES), help="Only tasks that ended so.")
+@click.option("--id", "id_prefix", metavar="PREFIX", help="Only task ids starting so.")
+@click.option("--last", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Only tasks that ended in the last SECONDS.")
 @click.pass_context
 def history(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
-            queues: tuple[str, ...], limit: int) -> None:
-    """The latest finished tasks over all workers, newest first."""
-    _emit(_run(ctx, lambda cluster: cluster.history(limit)), as_json, _render_history)
+            queues: tuple[str, ...], limit: int, task: str | None, state: str | None,
+            id_prefix: str | None, last: float | None) -> None:
+    """The latest finished tasks over all workers, newest first; searchable."""
+    since = None if last is None else time.time() - last
+    _emit(_run(ctx, lambda cluster: cluster.history(
+        limit, task=task, state=state, id_prefix=id_prefix, since=since)), as_json,
+        _render_history)
+
+
+def _render_summary(data: ClusterSummary) -> str:
+    rows = [(worker, name, *(task["counts"].get(status, 0) for status in STATUSES),
+             "-" if task["success_rate_percent"] is None else f"{task['success_rate_percent']}%",
+             *(_seconds(task["duration_seconds"][p]) for p in ("p50", "p95", "p99")))
+            for worker, tasks in sorted(data["workers"].items())
+            for name, task in tasks.items()]
+    headers = ["WORKER", "TASK", *(status.upper() for status in STATUSES), "SUCCESS%",
+               "P50", "P95", "P99"]
+    return table(rows, headers) if rows else "No finished tasks yet."
+
+
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.3f}s"
+
+
+@observe.command()
+@with_common
+@click.pass_context
+def summary(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout: float,
+            queues: tuple[str, ...]) -> None:
+    """Per worker and task: counts by outcome, success rate, p50/p95/p99 duration (over
+    each worker's recent history)."""
+    _emit(_run(ctx, lambda cluster: cluster.summary()), as_json, _render_summary)
 
 
 @observe.command()

@@ -240,9 +240,20 @@ class Cluster:
             scheduled=merged["scheduled"], running_count=len(merged["running"]),
             workers=sorted(workers))
 
-    def history(self, limit: int = 50) -> ClusterHistory:
-        """The last ``limit`` finished tasks over all workers, newest first."""
-        replies, missing = self.ask("observe_history", limit=limit)
+    def history(self, limit: int = 50, *, task: str | None = None, state: str | None = None,
+                id_prefix: str | None = None, since: float | None = None,
+                until: float | None = None) -> ClusterHistory:
+        """The last ``limit`` finished tasks over all workers, newest first.
+
+        Each worker searches its own history, so only matches cross the broker: ``task``
+        a name or glob (``proj.billing.*``), ``state`` a status (success, failure, retry,
+        revoked, rejected), ``id_prefix`` the start of a task id, ``since``/``until``
+        unix seconds of the end.
+        """
+        search = {name: value for name, value in (
+            ("task", task), ("state", state), ("id_prefix", id_prefix), ("since", since),
+            ("until", until)) if value is not None}
+        replies, missing = self.ask("observe_history", limit=limit, **search)
         workers, errors = self._data(replies)
         entries = [cast(ClusterFinishedTask, {"worker": hostname, **entry})
                    for hostname, items in workers.items() for entry in items]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from celery.worker.control import control_command, inspect_command
 
 from ..config import parse_bool, whole_number
-from ..shapes import CachedReply, DataReply, ErrorReply, InvalidatedReply, Reply
+from ..shapes import STATUSES, CachedReply, DataReply, ErrorReply, InvalidatedReply, Reply
+from .history import HistoryFilter
 
 if TYPE_CHECKING:
     from .observer import Observer
@@ -48,8 +50,8 @@ def _command(fun: Callable[..., Reply]) -> Callable[..., Reply]:
     signature = inspect.signature(fun)
 
     @functools.wraps(fun)
-    def handler(state: Any, **arguments: Any) -> Reply:
-        observer = _observer(state)
+    def handler(panel_state: Any, /, **arguments: Any) -> Reply:  # `state` may be an argument
+        observer = _observer(panel_state)
         if observer is None:
             return ErrorReply(error=NOT_OBSERVED)
         try:
@@ -121,12 +123,47 @@ def observe_tasks(observer: Observer, use_cache: Any = True) -> CachedReply:
     return _cached(observer, "task_status", "tasks", observer.tasks, use_cache)
 
 
-@inspect_command(name="observe_history", args=[("limit", int)], signature="[limit=50]")
+def _text(name: str, value: Any, longest: int = 255) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= longest:
+        raise BadArgumentError(f"{name} must be a text of 1 to {longest} characters, "
+                               f"not {_shown(value)}")
+    return value
+
+
+def _state(value: Any) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise BadArgumentError(f"state must be one of {', '.join(STATUSES)}, not {_shown(value)}")
+    return value if value is None else str(value)
+
+
+def _timestamp(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds):
+        raise BadArgumentError(f"{name} must be unix seconds, not {_shown(value)}")
+    return seconds
+
+
+@inspect_command(name="observe_history",
+                 args=[("limit", int), ("task", str), ("state", str), ("id_prefix", str),
+                       ("since", float), ("until", float)],
+                 signature="[limit=50] [task] [state] [id_prefix] [since] [until]")
 @_command
-def observe_history(observer: Observer, limit: Any = 50) -> DataReply:
-    """The last finished tasks, newest first."""
+def observe_history(observer: Observer, limit: Any = 50, task: Any = None, state: Any = None,
+                    id_prefix: Any = None, since: Any = None, until: Any = None) -> DataReply:
+    """The last finished tasks, newest first; optionally only those that match a search."""
     count = _limit(limit, observer.history.size)
-    return DataReply(data=[entry.as_dict() for entry in observer.history.latest(count)])
+    where = HistoryFilter(task=_text("task", task), state=_state(state),
+                          id_prefix=_text("id_prefix", id_prefix),
+                          since=_timestamp("since", since), until=_timestamp("until", until))
+    matched = observer.history.latest(count, where if where != HistoryFilter() else None)
+    return DataReply(data=[entry.as_dict() for entry in matched])
 
 
 @inspect_command(name="observe_summary", args=[("use_cache", str)], signature="[use_cache=true]")

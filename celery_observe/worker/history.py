@@ -6,13 +6,14 @@ Appending is one deque append of a small tuple on the task's hot path; everythin
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..shapes import FinishedTaskEntry, Percentiles, TaskSummary
-from .metrics import STATUSES
+from ..shapes import STATUSES, FinishedTaskEntry, Percentiles, TaskSummary
 
 
 class FinishedTask(NamedTuple):
@@ -37,6 +38,32 @@ class FinishedTask(NamedTuple):
             duration_seconds=None if duration is None else round(duration, 6))
 
 
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which finished tasks a history search wants; every given condition must hold.
+
+    ``task`` is a task name, or a glob such as ``proj.billing.*``; ``since`` and ``until``
+    are unix seconds of the task's end.
+    """
+
+    task: str | None = None
+    state: str | None = None
+    id_prefix: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, entry: FinishedTask) -> bool:
+        if self.task is not None and not fnmatch.fnmatchcase(entry.name, self.task):
+            return False
+        if self.state is not None and entry.status != self.state:
+            return False
+        if self.id_prefix is not None and not (entry.task_id or "").startswith(self.id_prefix):
+            return False
+        if self.since is not None and entry.ended < self.since:
+            return False
+        return self.until is None or entry.ended <= self.until
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
     """The nearest-rank percentile of already sorted values (None for no values)."""
     if not sorted_values:
@@ -58,10 +85,13 @@ class TaskHistory:
     def append(self, entry: FinishedTask) -> None:
         self._entries.append(entry)
 
-    def latest(self, limit: int) -> list[FinishedTask]:
-        """Up to ``limit`` entries, newest first."""
+    def latest(self, limit: int, where: HistoryFilter | None = None) -> list[FinishedTask]:
+        """Up to ``limit`` entries, newest first; only those ``where`` matches, if given."""
         entries = list(self._entries)  # one C-level copy; safe while other threads append
-        return entries[::-1][:limit]
+        newest_first = reversed(entries)
+        if where is not None:
+            return [entry for entry in newest_first if where.matches(entry)][:limit]
+        return list(newest_first)[:limit]
 
     def summary(self) -> dict[str, TaskSummary]:
         """Per task name: counts by status, success rate and duration percentiles."""

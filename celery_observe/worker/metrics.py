@@ -15,8 +15,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
-#: Every value of the ``status`` label of ``celery_task_total``.
-STATUSES: tuple[str, ...] = ("success", "failure", "retry", "revoked", "rejected")
 #: Time between publish and start: from a blink to an hour-long backlog.
 WAIT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600,

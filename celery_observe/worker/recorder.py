@@ -14,8 +14,9 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge, Histogram
 
 from ..cardinality import OVERFLOW, BoundedLabel
+from ..shapes import STATUSES
 from .history import FinishedTask, TaskHistory
-from .metrics import STATUSES, TaskMetrics
+from .metrics import TaskMetrics
 from .outcome import Outcome
 
 
