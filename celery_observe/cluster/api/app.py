@@ -1,0 +1,244 @@
+"""The endpoints: every seed's body, from one long-lived ``Cluster`` and the seed's caches.
+
+Reads are answered from the caching layer (one broadcast per endpoint and TTL, however
+many clients poll); ``use_cache=false`` bypasses it, within the per-client rate limit.
+Endpoints that change something need the token and are off without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import Celery
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from ...named_caches import CACHE_SPECS
+from ...shapes import (
+    STATUSES,
+    ClusterHealth,
+    ClusterHistory,
+    ClusterQueues,
+    ClusterSummary,
+)
+from ..client import BrokerUnreachableError, Cluster
+from ..verdict import UNHEALTHY
+from . import bodies
+from .access import RateLimiter, require_token
+from .caching import ResponseCache, json_response
+from .settings import ApiSettings
+from .task_results import TASK_ID, backend_enabled, task_state
+
+UseCache = Query(True, description="false: compute a fresh answer (rate limited)")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ClusterApi:
+    """What one mounted API owns: its Cluster client, caches and rate limiter."""
+
+    def __init__(self, app: Celery, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.cluster = Cluster(app, timeout=settings.timeout,
+                               discovery_timeout=settings.discovery_timeout,
+                               queue_threshold=settings.queue_threshold, use_cache=False,
+                               queues=settings.queues)
+        self.responses = ResponseCache()
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+
+    def read_access(self, request: Request) -> None:
+        if self.settings.read_token is not None:
+            require_token(request, self.settings.read_token, purpose="reading")
+
+    def answer(self, request: Request, cache_name: str, key: str,
+               compute: Callable[[], tuple[int, Any]], use_cache: bool) -> Response:
+        """A cached answer; a broker that cannot be reached is a 503 with the reason."""
+        if not use_cache:
+            self.limiter.check(request)
+
+        def guarded() -> tuple[int, Any]:
+            try:
+                return compute()
+            except BrokerUnreachableError as exc:
+                return 503, {"detail": str(exc), "connected": False}
+
+        return self.responses.respond(request, cache_name, key, guarded, use_cache)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+
+def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRouter:
+    """The cluster API as a router to ``include_router`` into a FastAPI app (any prefix)."""
+    api = ClusterApi(app, settings or ApiSettings())
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        api.close()
+
+    router = APIRouter(dependencies=[Depends(api.read_access)], lifespan=lifespan,
+                       tags=["celery-observe"])
+
+    @router.get("/health", response_model=ClusterHealth,
+                responses={503: {"description": "unhealthy: no worker, or no broker"}})
+    def health(request: Request, use_cache: bool = UseCache) -> Response:
+        """The monitoring seed's verdict: 200 healthy or degraded, 503 unhealthy."""
+        def compute() -> tuple[int, Any]:
+            verdict = api.cluster.health()
+            return (503 if verdict["status"] == UNHEALTHY else 200), verdict
+        return api.answer(request, "health_check", "health", compute, use_cache)
+
+    @router.get("/status")
+    def status(request: Request, use_cache: bool = UseCache) -> Response:
+        """The status seed's full body; ``connected: false`` with the error if the broker is
+        down (never a 500)."""
+        def compute() -> tuple[int, Any]:
+            try:
+                cluster = api.cluster.status()
+                tasks = api.cluster.tasks()
+            except BrokerUnreachableError as exc:
+                return 200, {"enabled": True, "connected": False, "error": str(exc),
+                             "broker_url": api.cluster.broker_url, "timestamp": _now_iso()}
+            return 200, {
+                "enabled": True, "connected": True, "timestamp": cluster["timestamp"],
+                "broker_url": cluster["broker"], "workers": sorted(cluster["workers"]),
+                "missing_workers": cluster["missing"],
+                "active_tasks": len(tasks["running"]),
+                "scheduled_tasks": len(tasks["scheduled"]),
+                "reserved_tasks": len(tasks["reserved"]),
+                "registered_tasks": sorted(name for name in app.tasks
+                                           if not name.startswith("celery.")),
+                "worker_stats": cluster["workers"], "queue_details": cluster["queues"]}
+        return api.answer(request, "worker_status", "status", compute, use_cache)
+
+    @router.get("/workers/status", response_model=bodies.WorkersStatus)
+    def workers_status(request: Request, use_cache: bool = UseCache) -> Response:
+        """Every worker online or missing, with its pool, queues and endpoint."""
+        return api.answer(request, "worker_status", "workers",
+                          lambda: (200, bodies.workers_status(api.cluster.status())), use_cache)
+
+    @router.get("/tasks/status", response_model=bodies.TasksStatus)
+    def tasks_status(request: Request, use_cache: bool = UseCache) -> Response:
+        """Active, reserved and scheduled tasks of every worker, with the pending totals."""
+        return api.answer(request, "task_status", "tasks",
+                          lambda: (200, bodies.tasks_status(api.cluster.tasks())), use_cache)
+
+    @router.get("/queues/status", response_model=ClusterQueues)
+    def queues_status(request: Request, use_cache: bool = UseCache) -> Response:
+        """Every configured or consumed queue: depth, consumers, unconsumed flag."""
+        return api.answer(request, "queue_status", "queues",
+                          lambda: (200, api.cluster.queues()), use_cache)
+
+    @router.get("/metrics/summary", response_model=ClusterSummary)
+    def metrics_summary(request: Request, use_cache: bool = UseCache) -> Response:
+        """Per worker and task name: counts, success rate, p50/p95/p99 duration."""
+        return api.answer(request, "metrics_summary", "summary",
+                          lambda: (200, api.cluster.summary()), use_cache)
+
+    @router.get("/stats", response_model=bodies.TaskStats)
+    def stats(request: Request, use_cache: bool = UseCache) -> Response:
+        """The monitoring seed's running and scheduled counts by task name."""
+        return api.answer(request, "task_status", "stats",
+                          lambda: (200, bodies.task_stats(api.cluster.tasks())), use_cache)
+
+    @router.get("/tasks", response_model=ClusterHistory)
+    def history(request: Request, limit: int = Query(50, ge=1, le=1000),
+                task: str | None = Query(None, min_length=1, max_length=255,
+                                         description="a task name or glob"),
+                state: str | None = Query(None, pattern=f"^({'|'.join(STATUSES)})$"),
+                id_prefix: str | None = Query(None, min_length=1, max_length=255),
+                since: float | None = None, until: float | None = None,
+                use_cache: bool = UseCache) -> Response:
+        """Recent finished tasks over all workers, newest first, with search."""
+        key = f"history:{limit}:{(task, state, id_prefix, since, until)!r}"
+        return api.answer(request, "task_status", key, lambda: (200, api.cluster.history(
+            limit, task=task, state=state, id_prefix=id_prefix, since=since, until=until)),
+            use_cache)
+
+    @router.get("/tasks/{task_id}/status", response_model=bodies.TaskState,
+                responses={404: {"description": "no backend or worker knows this id"}})
+    def task_status(request: Request, task_id: str, use_cache: bool = UseCache) -> Response:
+        """The result backend's state of one task, and the worker holding it."""
+        _check_task_id(task_id)
+
+        def compute() -> tuple[int, Any]:
+            found = task_state(app, task_id, api.cluster.tasks(),
+                               api.cluster.history(1, id_prefix=task_id),
+                               show_results=api.settings.show_results, mask=api.cluster.mask)
+            if found is None:
+                backend = "" if backend_enabled(app) else " (the app has no result backend)"
+                return 404, {"detail": f"no worker or result backend knows task {task_id}"
+                                       f"{backend}"}
+            return 200, found
+        return api.answer(request, "task_status", f"task:{task_id}", compute, use_cache)
+
+    @router.post("/tasks/{task_id}/revoke", response_model=bodies.Revoked, status_code=202)
+    def revoke(request: Request, task_id: str, terminate: bool = False) -> Response:
+        """Revoke a waiting task, or with ``terminate=true`` kill it while it runs."""
+        require_token(request, api.settings.token, purpose="revoking tasks")
+        _check_task_id(task_id)
+        api.limiter.check(request)
+        app.control.revoke(task_id, terminate=terminate)
+        api.responses.caches.invalidate("task_status")
+        return json_response(202, bodies.Revoked(task_id=task_id, revoked=True,
+                                                 terminate=terminate))
+
+    @router.post("/tasks/{task_name}/execute", response_model=bodies.Executed, status_code=202)
+    async def execute(request: Request, task_name: str) -> Response:
+        """Send a task on the allowlist with ``{"args": [...], "kwargs": {...}}``."""
+        require_token(request, api.settings.token, purpose="executing tasks")
+        if task_name not in api.settings.execute_allowlist:
+            raise HTTPException(403, detail=f"task {task_name!r} is not on the execute "
+                                "allowlist (ApiSettings(execute_allowlist=...))")
+        api.limiter.check(request)
+        body = await request.json() if await request.body() else {}
+        args, kwargs = body.get("args", []), body.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise HTTPException(422, detail="the body is {\"args\": [...], \"kwargs\": {...}}")
+        sent = app.send_task(task_name, args=args, kwargs=kwargs)
+        return json_response(202, bodies.Executed(task_id=sent.id, task_name=task_name))
+
+    @router.get("/cache/stats")
+    def cache_stats() -> Response:
+        """The caching seed's figures of this API's five caches."""
+        return json_response(200, {"timestamp": _now_iso(), **api.responses.caches.stats()})
+
+    @router.post("/cache/invalidate", response_model=bodies.Invalidated)
+    def cache_invalidate(request: Request, cache_name: str | None = None) -> Response:
+        """Empty one cache, or all; an unknown name is a 400 listing the valid ones."""
+        require_token(request, api.settings.token, purpose="invalidating caches")
+        if cache_name is not None and cache_name not in CACHE_SPECS:
+            raise HTTPException(400, detail=f"unknown cache_name; valid names are: "
+                                f"{', '.join(CACHE_SPECS)}")
+        removed = api.responses.caches.invalidate(cache_name)
+        message = (f"Cache {cache_name} invalidated" if cache_name
+                   else "All monitoring caches invalidated")
+        return json_response(200, bodies.Invalidated(
+            timestamp=_now_iso(), message=message, cache_name=cache_name or "all",
+            invalidated=removed))
+
+    return router
+
+
+def _check_task_id(task_id: str) -> None:
+    if not TASK_ID.match(task_id):
+        raise HTTPException(400, detail="a task id is 1 to 255 letters, digits and . _ : @ -, "
+                            "starting with a letter or digit")
+
+
+def create_app(app: Celery, settings: ApiSettings | None = None,
+               prefix: str = "/api/v1/celery") -> FastAPI:
+    """A FastAPI app serving the cluster API at ``prefix`` (what ``observe serve`` runs)."""
+    web = FastAPI(title="celery-observe", description="The cluster of observed Celery workers.")
+    web.include_router(observe_router(app, settings), prefix=prefix)
+    return web
+
+
+__all__ = ["ClusterApi", "create_app", "observe_router"]

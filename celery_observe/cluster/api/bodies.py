@@ -1,0 +1,160 @@
+"""The bodies of the cluster API, in the seeds' shapes, built from the ``Cluster``'s answers.
+
+Typed here (not in :mod:`celery_observe.shapes`) because only the API speaks them: they
+rename and regroup the client's answers into what the seeds' endpoints promise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typing_extensions import TypedDict
+
+from ...shapes import ClusterStatus, ClusterTask, ClusterTasks
+
+
+class PendingSummary(TypedDict):
+    active: int
+    reserved: int
+    scheduled: int
+    total_pending: int
+
+
+class SeedTask(TypedDict):
+    """A task as the metrics guide lists it."""
+
+    worker: str
+    task_id: str
+    task_name: str
+    time_start: float | None
+    eta: str | None
+
+
+class TasksStatus(TypedDict):
+    """``GET /tasks/status``."""
+
+    timestamp: str
+    summary: PendingSummary
+    active_tasks: list[SeedTask]
+    reserved_tasks: list[SeedTask]
+    scheduled_tasks: list[SeedTask]
+    workers: list[str]
+    missing: list[str]
+    errors: dict[str, str]
+
+
+class PoolStatus(TypedDict):
+    max_concurrency: int | None
+    busy_workers: int
+
+
+class WorkerEntry(TypedDict):
+    """One worker of ``GET /workers/status``; a missing one has only name and status."""
+
+    name: str
+    status: str
+    pool: PoolStatus | None
+    pool_type: str | None
+    queues: list[str]
+    http_port: int | None
+    ready: bool | None
+
+
+class WorkersStatus(TypedDict):
+    """``GET /workers/status``."""
+
+    timestamp: str
+    total_workers: int
+    online_workers: int
+    workers: list[WorkerEntry]
+
+
+class TaskState(TypedDict):
+    """``GET /tasks/{task_id}/status``: the result backend's view, and the workers'."""
+
+    task_id: str
+    state: str
+    ready: bool
+    successful: bool | None
+    result: Any
+    traceback: str | None
+    worker: str | None
+
+
+class StatsEntry(TypedDict):
+    running: int
+    scheduled: int
+
+
+class TaskStats(TypedDict):
+    """``GET /stats``: the monitoring seed's counts by task name."""
+
+    total_running: int
+    total_scheduled: int
+    by_task_name: dict[str, StatsEntry]
+
+
+class Revoked(TypedDict):
+    task_id: str
+    revoked: bool
+    terminate: bool
+
+
+class Executed(TypedDict):
+    task_id: str
+    task_name: str
+
+
+class Invalidated(TypedDict):
+    """``POST /cache/invalidate``, the caching seed's body."""
+
+    timestamp: str
+    message: str
+    cache_name: str
+    invalidated: int
+
+
+def _seed_task(task: ClusterTask) -> SeedTask:
+    return SeedTask(worker=task["worker"], task_id=task["id"], task_name=task["name"],
+                    time_start=task.get("time_start"), eta=task.get("eta"))
+
+
+def tasks_status(tasks: ClusterTasks) -> TasksStatus:
+    active, reserved, scheduled = tasks["running"], tasks["reserved"], tasks["scheduled"]
+    return TasksStatus(
+        timestamp=tasks["timestamp"],
+        summary=PendingSummary(active=len(active), reserved=len(reserved),
+                               scheduled=len(scheduled),
+                               total_pending=len(reserved) + len(scheduled)),
+        active_tasks=[_seed_task(t) for t in active],
+        reserved_tasks=[_seed_task(t) for t in reserved],
+        scheduled_tasks=[_seed_task(t) for t in scheduled],
+        workers=tasks["workers"], missing=tasks["missing"], errors=tasks["errors"])
+
+
+def workers_status(status: ClusterStatus) -> WorkersStatus:
+    entries = [WorkerEntry(
+        name=name, status="online",
+        pool=PoolStatus(max_concurrency=worker["concurrency"],
+                        busy_workers=worker["active_count"]),
+        pool_type=worker["pool"], queues=worker["queues"], http_port=worker["http_port"],
+        ready=worker["ready"]) for name, worker in sorted(status["workers"].items())]
+    entries += [WorkerEntry(name=name, status="missing", pool=None, pool_type=None, queues=[],
+                            http_port=None, ready=None) for name in status["missing"]]
+    return WorkersStatus(timestamp=status["timestamp"], total_workers=len(entries),
+                         online_workers=status["workers_online"], workers=entries)
+
+
+def task_stats(tasks: ClusterTasks) -> TaskStats:
+    by_name: dict[str, StatsEntry] = {}
+
+    def entry(task: ClusterTask) -> StatsEntry:
+        return by_name.setdefault(task["name"], StatsEntry(running=0, scheduled=0))
+
+    for task in tasks["running"]:
+        entry(task)["running"] += 1
+    for task in tasks["scheduled"]:
+        entry(task)["scheduled"] += 1
+    return TaskStats(total_running=len(tasks["running"]),
+                     total_scheduled=len(tasks["scheduled"]),
+                     by_task_name=dict(sorted(by_name.items())))
