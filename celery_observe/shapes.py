@@ -39,6 +39,9 @@ class WorkerStatus(TypedDict):
     concurrency: int | None
     celery_version: str
     queues: list[str]
+    #: Where others reach its /metrics: the bound address, or this host's primary IP
+    #: when it listens on every interface. None while it does not serve.
+    http_address: str | None
     http_port: int | None
     active: list[ActiveTask]
     active_count: int

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from celery_observe.cache import MetricsCache
+from celery_observe.cache_metrics import CacheCollector
 from celery_observe.named_caches import (
     CACHE_SPECS,
     CacheSet,
@@ -21,7 +22,6 @@ from celery_observe.named_caches import (
     get_worker_status_cache,
     invalidate_all_metrics_caches,
 )
-from celery_observe.worker.cache_metrics import CacheCollector
 
 WAIT = 2.0  # upper bound for any Event wait, so a bug fails instead of hanging
 

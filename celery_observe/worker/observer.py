@@ -19,6 +19,7 @@ from celery import bootsteps, concurrency
 from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry, Metric
 
+from ..cache_metrics import CacheCollector
 from ..cardinality import BoundedLabel
 from ..config import ObserveConfig
 from ..faults import FaultLog
@@ -26,7 +27,7 @@ from ..named_caches import CacheSet
 from ..queues import QueueReader
 from ..redaction import REDACTED, Masker, TaskArgsLogFilter
 from ..shapes import ActiveTask, ScheduledTask, TaskInfo, WorkerHealth, WorkerStatus, WorkerTasks
-from .cache_metrics import CacheCollector
+from .address import advertised_address
 from .exposition import Exposition
 from .guarded_collector import GuardedCollector
 from .history import TaskHistory
@@ -239,6 +240,8 @@ class Observer:
             "concurrency": self.concurrency,
             "celery_version": celery.__version__,
             "queues": self.queue_names(),
+            "http_address": None if self.bound_port is None else advertised_address(
+                self.config.address),
             "http_port": self.bound_port,
             "active": [
                 ActiveTask(id=request.id, name=request.name, worker_pid=request.worker_pid,

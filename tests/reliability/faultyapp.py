@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery_observe import queues
+from celery_observe import cache_metrics, queues
 from celery_observe.task_side import metrics as task_side_metrics
 from celery_observe.worker import (
-    cache_metrics,
     instrument,
     metrics,
     observer,

@@ -29,6 +29,7 @@ from ..verdict import UNHEALTHY
 from . import bodies
 from .access import RateLimiter, require_token
 from .caching import ResponseCache, json_response
+from .metrics import ApiMetrics
 from .settings import ApiSettings
 from .task_results import TASK_ID, backend_enabled, task_state
 
@@ -83,8 +84,24 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
         yield
         api.close()
 
+    snapshots = api.responses.caches.get("worker_status")
+    metrics = ApiMetrics(lambda: snapshots.get_or_compute("metrics", api.cluster.status)[0],
+                         api.responses.caches)
     router = APIRouter(dependencies=[Depends(api.read_access)], lifespan=lifespan,
-                       tags=["celery-observe"])
+                       tags=["celery-observe"], route_class=metrics.route_class())
+
+    @router.get("/metrics", response_class=Response,
+                responses={200: {"content": {"text/plain": {}}}})
+    def prometheus(request: Request) -> Response:
+        """The cluster as one Prometheus target: workers, every queue's depth and consumers,
+        and this API's requests and caches (not the workers' task series)."""
+        return metrics.response(request)
+
+    @router.get("/prometheus/targets", response_model=list[bodies.ScrapeTarget])
+    def prometheus_targets(request: Request, use_cache: bool = UseCache) -> Response:
+        """Prometheus HTTP service discovery: each worker's own /metrics, with labels."""
+        return api.answer(request, "worker_status", "targets",
+                          lambda: (200, bodies.scrape_targets(api.cluster.status())), use_cache)
 
     @router.get("/health", response_model=ClusterHealth,
                 responses={503: {"description": "unhealthy: no worker, or no broker"}})

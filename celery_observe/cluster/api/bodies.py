@@ -56,6 +56,8 @@ class WorkerEntry(TypedDict):
     pool: PoolStatus | None
     pool_type: str | None
     queues: list[str]
+    #: Where its own /metrics is: ``http://{http_address}:{http_port}/metrics``.
+    http_address: str | None
     http_port: int | None
     ready: bool | None
 
@@ -114,6 +116,26 @@ class Invalidated(TypedDict):
     invalidated: int
 
 
+class ScrapeTarget(TypedDict):
+    """One entry of Prometheus' HTTP service discovery."""
+
+    targets: list[str]
+    labels: dict[str, str]
+
+
+def scrape_targets(status: ClusterStatus) -> list[ScrapeTarget]:
+    """Every answering worker that serves /metrics, at the address it advertises."""
+    found = []
+    for name, worker in sorted(status["workers"].items()):
+        address = worker["http_address"]
+        if worker["http_port"] is None or not address:
+            continue
+        host = f"[{address}]" if ":" in address else address
+        found.append(ScrapeTarget(targets=[f"{host}:{worker['http_port']}"], labels={
+            "worker": name, "pool": worker["pool"], "queues": ",".join(worker["queues"])}))
+    return found
+
+
 def _seed_task(task: ClusterTask) -> SeedTask:
     return SeedTask(worker=task["worker"], task_id=task["id"], task_name=task["name"],
                     time_start=task.get("time_start"), eta=task.get("eta"))
@@ -137,10 +159,11 @@ def workers_status(status: ClusterStatus) -> WorkersStatus:
         name=name, status="online",
         pool=PoolStatus(max_concurrency=worker["concurrency"],
                         busy_workers=worker["active_count"]),
-        pool_type=worker["pool"], queues=worker["queues"], http_port=worker["http_port"],
-        ready=worker["ready"]) for name, worker in sorted(status["workers"].items())]
+        pool_type=worker["pool"], queues=worker["queues"], http_address=worker["http_address"],
+        http_port=worker["http_port"], ready=worker["ready"]) for name, worker in sorted(status["workers"].items())]
     entries += [WorkerEntry(name=name, status="missing", pool=None, pool_type=None, queues=[],
-                            http_port=None, ready=None) for name in status["missing"]]
+                            http_address=None, http_port=None, ready=None)
+                for name in status["missing"]]
     return WorkersStatus(timestamp=status["timestamp"], total_workers=len(entries),
                          online_workers=status["workers_online"], workers=entries)
 

@@ -1,4 +1,4 @@
-"""Prometheus families of a CacheSet's own figures (hits, misses, evictions, size)."""
+"""Prometheus families of a CacheSet's own figures, for the worker's and the API's /metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ..named_caches import CacheSet
+from .named_caches import CacheSet
 
 
 class CacheCollector:
