@@ -27,6 +27,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast
 
+from .config import at_least, positive_seconds
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -56,13 +58,6 @@ def percent(part: int, whole: int) -> float:
     return round(part / whole * 100, 2) if whole else 0.0
 
 
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        msg = f"{name} must be a number of seconds greater than 0, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
 class MetricsCache:
     """A bounded cache whose entries expire after a TTL; least recent use goes first."""
 
@@ -74,12 +69,9 @@ class MetricsCache:
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
     ) -> None:
-        self._default_ttl = _check_positive("default_ttl", default_ttl)
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            msg = f"max_size must be an integer of at least 1, got {max_size!r}"
-            raise ValueError(msg)
-        self._max_size = max_size
-        self._cleanup_interval = _check_positive("cleanup_interval", cleanup_interval)
+        self._default_ttl = positive_seconds("default_ttl", default_ttl)
+        self._max_size = at_least("max_size", 1, max_size)
+        self._cleanup_interval = positive_seconds("cleanup_interval", cleanup_interval)
         self._clock = clock
         self.name = name
         self._lock = threading.Lock()
@@ -141,7 +133,7 @@ class MetricsCache:
         return len(doomed)
 
     def _ttl(self, ttl: float | None) -> float:
-        return self._default_ttl if ttl is None else _check_positive("ttl", ttl)
+        return self._default_ttl if ttl is None else positive_seconds("ttl", ttl)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the cached value, or ``default`` when absent or expired."""

@@ -14,6 +14,8 @@ import fnmatch
 import threading
 from collections.abc import Sequence
 
+from .config import at_least
+
 OVERFLOW = "other"
 
 
@@ -22,10 +24,8 @@ class BoundedLabel:
 
     def __init__(self, label: str, max_values: int, allow: Sequence[str] = (),
                  deny: Sequence[str] = ()) -> None:
-        if max_values < 1:
-            raise ValueError(f"BoundedLabel({label!r}): max_values must be >= 1, not {max_values}")
         self.label = label
-        self.max_values = max_values
+        self.max_values = at_least(f"BoundedLabel({label!r}): max_values", 1, max_values)
         self._allow = tuple(allow)
         self._deny = tuple(deny)
         self._admitted: set[str] = set()

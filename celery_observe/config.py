@@ -130,14 +130,51 @@ def _parse_patterns(value: Any) -> tuple[str, ...]:
     return patterns
 
 
+_SECONDS = "a number of seconds greater than 0"
+
+
+def _is_positive_seconds(number: float) -> bool:
+    return math.isfinite(number) and number > 0
+
+
 def _parse_seconds(value: Any) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds greater than 0") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("expected a number of seconds greater than 0")
+        raise ValueError(f"expected {_SECONDS}") from None
+    if not _is_positive_seconds(seconds):
+        raise ValueError(f"expected {_SECONDS}")
     return seconds
+
+
+# --- arguments of celery-observe's own classes ------------------------------------------
+# Settings above are text from a command line or the environment, parsed; arguments below
+# come from code, so they are taken only as the type they must be ("5" is refused, not
+# parsed), and the message names the argument: "ttl must be ..., got 0".
+
+
+def positive_seconds(name: str, value: Any) -> float:
+    """``value`` as seconds, for the argument ``name``: an int or float, finite, above 0.
+
+    Refuses booleans (``True`` is an int to Python, not a duration), text, ``nan`` and
+    ``inf`` with ``ValueError("<name> must be a number of seconds greater than 0, got
+    <value>")``.
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not _is_positive_seconds(value)):
+        raise ValueError(f"{name} must be {_SECONDS}, got {value!r}")
+    return float(value)
+
+
+def at_least(name: str, minimum: int, value: Any) -> int:
+    """``value`` as a count, for the argument ``name``: an int (not a bool) >= ``minimum``.
+
+    Refuses floats, even whole ones, booleans and text with ``ValueError("<name> must be
+    an integer of at least <minimum>, got <value>")``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .cache import MetricsCache
+from .config import positive_seconds
 from .faults import FaultLog
 from .task_side.publish import PUBLISHED_AT_HEADER
 
@@ -113,12 +114,9 @@ class QueueReader:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            msg = f"timeout must be a number of seconds greater than 0, got {timeout!r}"
-            raise ValueError(msg)
+        self._timeout = positive_seconds("timeout", timeout)
         self._app = app
         self._faults = faults
-        self._timeout = float(timeout)
         self._clock = clock
         self._wall_clock = wall_clock
         self._cache = cache if cache is not None else MetricsCache(

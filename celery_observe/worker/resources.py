@@ -21,6 +21,7 @@ import psutil
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..config import positive_seconds
 from ..faults import FaultLog
 
 THREAD_NAME = "celery-observe-resources"
@@ -90,11 +91,6 @@ class ResourceMonitor(Collector):
         psutil_module: Any = psutil,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(
-                f"ResourceMonitor interval must be > 0 seconds, got {interval!r}; "
-                "pass e.g. interval=30.0."
-            )
         if max_memory_per_child_kib is not None and max_memory_per_child_kib < 0:
             raise ValueError(
                 f"max_memory_per_child_kib must be >= 0 (KiB), got {max_memory_per_child_kib!r}; "
@@ -102,7 +98,7 @@ class ResourceMonitor(Collector):
             )
         self._child_pids = child_pids
         self._faults = faults
-        self.interval = float(interval)
+        self.interval = positive_seconds("interval", interval)
         self._max_memory_kib = max_memory_per_child_kib or None  # 0 disables it in Celery too
         self._main_pid = os.getpid() if main_pid is None else main_pid
         self._psutil = psutil_module
