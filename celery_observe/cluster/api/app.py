@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from ...named_caches import CACHE_SPECS
@@ -34,6 +34,8 @@ from .settings import ApiSettings
 from .task_results import TASK_ID, backend_enabled, task_state
 
 UseCache = Query(True, description="false: compute a fresh answer (rate limited)")
+TaskId = Path(pattern=TASK_ID.pattern, description="Celery's UUID, or a custom id: 1 to 255 "
+              "letters, digits and . _ : @ -, starting with a letter or digit")
 
 
 def _now_iso() -> str:
@@ -181,9 +183,9 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
 
     @router.get("/tasks/{task_id}/status", response_model=bodies.TaskState,
                 responses={404: {"description": "no backend or worker knows this id"}})
-    def task_status(request: Request, task_id: str, use_cache: bool = UseCache) -> Response:
+    def task_status(request: Request, task_id: str = TaskId,
+                    use_cache: bool = UseCache) -> Response:
         """The result backend's state of one task, and the worker holding it."""
-        _check_task_id(task_id)
 
         def compute() -> tuple[int, Any]:
             found = task_state(app, task_id, api.cluster.tasks(),
@@ -197,10 +199,9 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
         return api.answer(request, "task_status", f"task:{task_id}", compute, use_cache)
 
     @router.post("/tasks/{task_id}/revoke", response_model=bodies.Revoked, status_code=202)
-    def revoke(request: Request, task_id: str, terminate: bool = False) -> Response:
+    def revoke(request: Request, task_id: str = TaskId, terminate: bool = False) -> Response:
         """Revoke a waiting task, or with ``terminate=true`` kill it while it runs."""
         require_token(request, api.settings.token, purpose="revoking tasks")
-        _check_task_id(task_id)
         api.limiter.check(request)
         app.control.revoke(task_id, terminate=terminate)
         api.responses.caches.invalidate("task_status")
@@ -242,12 +243,6 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
             invalidated=removed))
 
     return router
-
-
-def _check_task_id(task_id: str) -> None:
-    if not TASK_ID.match(task_id):
-        raise HTTPException(400, detail="a task id is 1 to 255 letters, digits and . _ : @ -, "
-                            "starting with a letter or digit")
 
 
 def create_app(app: Celery, settings: ApiSettings | None = None,

@@ -160,7 +160,8 @@ def workers_status(status: ClusterStatus) -> WorkersStatus:
         pool=PoolStatus(max_concurrency=worker["concurrency"],
                         busy_workers=worker["active_count"]),
         pool_type=worker["pool"], queues=worker["queues"], http_address=worker["http_address"],
-        http_port=worker["http_port"], ready=worker["ready"]) for name, worker in sorted(status["workers"].items())]
+        http_port=worker["http_port"], ready=worker["ready"])
+        for name, worker in sorted(status["workers"].items())]
     entries += [WorkerEntry(name=name, status="missing", pool=None, pool_type=None, queues=[],
                             http_address=None, http_port=None, ready=None)
                 for name in status["missing"]]
