@@ -60,7 +60,9 @@ def _cache_ttl(value: Any) -> object:
 
 
 def _cache_set_ttl(value: Any) -> object:
-    return MetricsCache().set("k", 1, ttl=value)
+    cache = MetricsCache()
+    cache.set("k", 1, ttl=value)
+    return cache
 
 
 def _cache_cleanup(value: Any) -> object:
