@@ -148,6 +148,8 @@ class TaskMetricsReceiver:
             except OSError as exc:
                 self._faults.report("task metrics", exc)
                 return
+            if not chunk:  # every write end is closed (stop() closes ours): nothing can come
+                return
             buffer += chunk
             while len(buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(buffer)
