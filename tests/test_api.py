@@ -16,7 +16,7 @@ from celery_observe.cluster.api.task_results import RESULT_REDACTED
 
 from .conftest import broker_url
 from .servers import free_port
-from .workers import WorkerProcess, wait_until
+from .workers import WorkerProcess, parse_metrics, wait_until
 
 pytestmark = pytest.mark.broker
 PREFIX = "/api/v1/celery"
@@ -48,14 +48,19 @@ def workers(broker: str, queue_name: str, backend: str) -> Iterator[list[WorkerP
         worker.stop()
 
 
-def api(client: Celery, backend: str | None = None, **settings: Any) -> TestClient:
+def api_app(client: Celery, backend: str | None = None, **settings: Any) -> FastAPI:
     """The user's FastAPI app with the router mounted at the metrics guide's prefix."""
     if backend is not None:
         client.conf.result_backend = backend
     web = FastAPI()
     web.include_router(observe_router(client, ApiSettings(timeout=5, discovery_timeout=1,
                                                           **settings)), prefix=PREFIX)
-    return TestClient(web)
+    return web
+
+
+def api(client: Celery, backend: str | None = None, **settings: Any) -> TestClient:
+    """A test client of :func:`api_app`."""
+    return TestClient(api_app(client, backend, **settings))
 
 
 def test_read_endpoints_answer_from_every_worker(
@@ -160,8 +165,8 @@ def test_task_status_from_the_backend(
         assert body["worker"] in {worker.hostname for worker in workers}
         unknown = http.get(f"{PREFIX}/tasks/0f0f0f0f-0000-4000-8000-000000000000/status")
         assert unknown.status_code == 404
-        assert http.get(f"{PREFIX}/tasks/..%2Fetc/status").status_code in (400, 404)
-        assert http.get(f"{PREFIX}/tasks/{'x' * 300}/status").status_code == 400
+        assert http.get(f"{PREFIX}/tasks/..%2Fetc/status").status_code in (404, 422)
+        assert http.get(f"{PREFIX}/tasks/{'x' * 300}/status").status_code == 422
     with api(client, backend, show_results=True) as http:
         body = wait_until(lambda: (b := http.get(f"{PREFIX}/tasks/{failed.id}/status",
                                                  params={"use_cache": "false"}).json())
@@ -207,3 +212,61 @@ def test_short_tokens_are_refused() -> None:
     """A token under 16 characters is a configuration error that says how to make one."""
     with pytest.raises(ValueError, match="at least 16 characters"):
         ApiSettings(token="secret")
+
+
+def test_cluster_metrics_page_and_scrape_targets(
+        client: Celery, queue_name: str, workers: list[WorkerProcess]) -> None:
+    """/metrics shows workers, every queue (unconsumed too) and requests; targets list each
+    worker's own /metrics."""
+    orphan = f"{queue_name}-orphan"
+    client.conf.task_routes = {"tests.workerapp.add": {"queue": orphan}}
+    try:
+        for _ in range(3):
+            client.send_task("tests.workerapp.add", (1, 2))
+        with api(client) as http:
+            assert http.get(f"{PREFIX}/health").status_code == 200
+            samples = parse_metrics(http.get(f"{PREFIX}/metrics").text)
+            assert samples[("celery_workers_count", frozenset())] == 2
+            assert samples[("celery_observe_api_workers",
+                            frozenset({("state", "answering")}))] == 2
+            assert samples[("celery_queue_length", frozenset({("queue_name", orphan)}))] == 3
+            assert samples[("celery_queues_backlog", frozenset({("queue", orphan)}))] == 3
+            assert samples[("celery_queue_consumers", frozenset({("queue_name", orphan)}))] == 0
+            assert samples[("celery_queue_consumers",
+                            frozenset({("queue_name", queue_name)}))] == 2
+            assert samples[("celery_observe_api_requests_total", frozenset(
+                {("path", "/health"), ("method", "GET"), ("status", "200")}))] == 1
+            targets = http.get(f"{PREFIX}/prometheus/targets").json()
+            assert sorted(t["targets"][0] for t in targets) == sorted(
+                f"127.0.0.1:{worker.port}" for worker in workers)
+            assert {t["labels"]["worker"] for t in targets} == {w.hostname for w in workers}
+            assert {t["labels"]["queues"] for t in targets} == {queue_name}
+    finally:
+        if client.conf.broker_url.startswith("amqp"):
+            with client.connection_for_write() as connection:
+                connection.default_channel.queue_delete(orphan)
+
+
+def test_execute_sends_only_allowlisted_tasks(
+        client: Celery, queue_name: str, workers: list[WorkerProcess]) -> None:
+    """Execute needs the token and a name on the allowlist; the sent task runs."""
+    client.conf.task_default_queue = queue_name
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    with api(client) as http:
+        assert http.post(f"{PREFIX}/tasks/tests.workerapp.add/execute").status_code == 403
+    with api(client, token=TOKEN, execute_allowlist=("tests.workerapp.add",)) as http:
+        refused = http.post(f"{PREFIX}/tasks/tests.workerapp.boom/execute", headers=good)
+        assert refused.status_code == 403 and "allowlist" in refused.json()["detail"]
+        wrong = http.post(f"{PREFIX}/tasks/tests.workerapp.add/execute", headers=good,
+                          json={"args": "not a list"})
+        assert wrong.status_code == 422
+        sent = http.post(f"{PREFIX}/tasks/tests.workerapp.add/execute", headers=good,
+                         json={"args": [20, 22]})
+        assert sent.status_code == 202
+        task_id = sent.json()["task_id"]
+        found = wait_until(lambda: http.get(f"{PREFIX}/tasks", params={
+            "id_prefix": task_id, "use_cache": "false"}).json()["tasks"], 30, "the sent task")
+        assert [(t["name"], t["state"]) for t in found] == [("tests.workerapp.add", "success")]
+        by_state = http.get(f"{PREFIX}/tasks", params={"state": "failure"}).json()["tasks"]
+        assert by_state == []
+        assert http.get(f"{PREFIX}/tasks", params={"state": "lost"}).status_code == 422
