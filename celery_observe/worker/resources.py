@@ -5,12 +5,15 @@ snapshot; a scrape only formats that snapshot, so scraping costs no psutil calls
 raises. Child pids come from the pool object (``pool_child_pids``), not from scanning
 ``/proc`` with ``psutil.Process.children()``, which alone cost ~3% throughput at one scrape
 per second. Series carry a ``process`` label (``main`` or the child's pid) and only pids of
-the last sample appear, so recycled children leave no stale series behind.
+the last sample appear, so recycled children leave no stale series behind. A child that
+exits between listing and sampling is left out silently; any other failure to find or
+measure children is a fault, counted in ``celery_observe_internal_errors_total``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -58,24 +61,43 @@ class _Snapshot:
     timestamp: float
 
 
+class PoolIntrospectionError(RuntimeError):
+    """Celery's pool does not look as celery-observe expects; its children cannot be found."""
+
+
 def pool_child_pids(pool: Any) -> list[int]:
     """Pids of a prefork pool's children, read from billiard's own list (no ``/proc`` scan).
 
     Returns ``[]`` for pools without child processes (threads, solo, gevent, eventlet), for a
-    pool that is ``None`` or not started, and for anything unexpected: it never raises.
+    pool that is ``None``, and for a prefork pool not started or already stopped. Raises
+    :class:`PoolIntrospectionError` for a running prefork pool whose process list is not
+    where billiard keeps it: Celery's internals changed, and ``[]`` would show a busy pool
+    as one without children. :class:`ResourceMonitor` counts that as a fault.
     """
-    try:
-        processes = getattr(getattr(pool, "_pool", None), "_pool", None)
-        if not isinstance(processes, list):
-            return []
-        pids = []
-        for process in list(processes):  # billiard's maintenance thread may change the list
-            pid = getattr(process, "pid", None)  # None until the child has been forked
-            if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
-                pids.append(pid)
-        return pids
-    except Exception:  # noqa: BLE001 - an odd pool means no children, not a crash
+    processes = getattr(getattr(pool, "_pool", None), "_pool", None)
+    if not isinstance(processes, list):
+        if _running_prefork(pool):
+            raise PoolIntrospectionError(
+                "celery-observe cannot find the pool's child processes: the running prefork "
+                f"pool's _pool._pool is {type(processes).__name__}, not billiard's list of "
+                "processes. This Celery or billiard is newer than celery-observe knows; "
+                "please report it. Per-child resource metrics are missing meanwhile.")
         return []
+    pids = []
+    for process in list(processes):  # billiard's maintenance thread may change the list
+        pid = getattr(process, "pid", None)  # None until the child has been forked
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            pids.append(pid)
+    return pids
+
+
+def _running_prefork(pool: Any) -> bool:
+    """Whether ``pool`` is Celery's prefork pool, started and not stopped."""
+    prefork = sys.modules.get("celery.concurrency.prefork")  # not loaded: not a prefork pool
+    task_pool = getattr(prefork, "TaskPool", None)
+    if not isinstance(task_pool, type) or not isinstance(pool, task_pool):
+        return False
+    return bool(getattr(pool, "_state", None) == getattr(pool, "RUN", object()))
 
 
 class ResourceMonitor(Collector):
@@ -123,12 +145,14 @@ class ResourceMonitor(Collector):
         now = self._clock()
         kept: dict[int, Any] = {}
         samples = [self._measure(self._main_pid, "main", None, kept)]  # faults propagate
-        gone = (self._psutil.NoSuchProcess, self._psutil.ZombieProcess, self._psutil.AccessDenied)
+        gone = (self._psutil.NoSuchProcess, self._psutil.ZombieProcess)  # Zombie is NoSuch too
         for pid in children:
             try:
                 samples.append(self._measure(pid, str(pid), now, kept))
             except gone:
                 continue  # exited or recycled between listing and sampling: normal
+            except Exception as exc:  # noqa: BLE001 - denied, or psutil changed: a fault
+                self._faults.report("resources", exc)  # this child is left out, not the rest
         self._processes = kept  # objects of vanished pids are dropped here
         self._snapshot = _Snapshot(tuple(samples), len(samples) - 1, now)
 
