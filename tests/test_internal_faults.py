@@ -11,9 +11,12 @@ import psutil
 import pytest
 from celery import Celery
 from celery.concurrency.prefork import TaskPool
+from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry, Counter
 
 from celery_observe.faults import FaultLog
+from celery_observe.worker.guarded_collector import GuardedCollector
+from celery_observe.worker.pool import PoolCollector, active_and_reserved, snapshot
 from celery_observe.worker.resources import ResourceMonitor, pool_child_pids
 
 FAULTS = "celery_observe_internal_errors_total"
@@ -117,3 +120,68 @@ def test_prefork_pool_not_started_or_stopped_has_no_children_and_no_fault(
         app.close()
     assert faults_of(registry, "resources") is None
     assert registry.get_sample_value("celery_worker_pool_processes") == 0
+
+
+# --- pool: Celery's live request sets -------------------------------------------------
+
+
+class ChurningSet(set[Any]):
+    """A set that grows while it is copied, every time: the main loop at its busiest."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            self.add(object())  # the set iterator's next step raises RuntimeError
+            yield item
+
+
+def _scrape_pool(faults: FaultLog) -> dict[str, float]:
+    """One scrape of a PoolCollector guarded as the worker guards it: value by metric name."""
+    worker = types.SimpleNamespace(hostname="w@localhost",
+                                   pool=types.SimpleNamespace(num_processes=2))
+    consumer = types.SimpleNamespace(qos=types.SimpleNamespace(value=4))
+    guarded = GuardedCollector("pool metrics", PoolCollector(lambda: worker, lambda: consumer),
+                               faults)
+    return {sample.name: sample.value for family in guarded.collect()
+            for sample in family.samples}
+
+
+def test_pool_collector_counts_active_requests_it_cannot_copy(
+        registry: CollectorRegistry, faults: FaultLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy and reserved are left out, not 0, the rest is served and the guard counts it."""
+    monkeypatch.setattr(worker_state, "active_requests", ChurningSet({"request"}))
+    assert _scrape_pool(faults) == {"celery_worker_pool_size": 2,
+                                    "celery_worker_prefetch_count": 4}
+    assert faults_of(registry, "pool metrics") == 1
+
+
+def test_pool_collector_counts_reserved_requests_it_cannot_copy(
+        registry: CollectorRegistry, faults: FaultLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reserved set that cannot be copied costs only the reserved count, and is counted."""
+    monkeypatch.setattr(worker_state, "active_requests", set())
+    monkeypatch.setattr(worker_state, "reserved_requests", ChurningSet({"request"}))
+    assert _scrape_pool(faults) == {"celery_worker_pool_size": 2,
+                                    "celery_worker_prefetch_count": 4,
+                                    "celery_worker_pool_busy": 0}
+    assert faults_of(registry, "pool metrics") == 1
+
+
+def test_snapshot_reports_a_set_it_cannot_copy(registry: CollectorRegistry,
+                                               faults: FaultLog) -> None:
+    """snapshot() still gives [] after five tries, and reports it to the FaultLog it is given."""
+    assert snapshot(ChurningSet({"request"}), faults) == []
+    assert faults_of(registry, "pool introspection") == 1
+
+
+def test_active_and_reserved_report_a_set_they_cannot_copy(
+        registry: CollectorRegistry, faults: FaultLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """active_and_reserved() gives [] for the set it cannot copy and reports it once."""
+    monkeypatch.setattr(worker_state, "active_requests", ChurningSet({"request"}))
+    assert active_and_reserved(faults) == ([], [])
+    assert faults_of(registry, "pool introspection") == 1
+
+
+def test_request_sets_that_copy_are_no_fault(registry: CollectorRegistry,
+                                             faults: FaultLog) -> None:
+    """A set that copies gives its requests and reports nothing."""
+    assert snapshot({"request"}, faults) == ["request"]
+    assert faults_of(registry, "pool introspection") is None
