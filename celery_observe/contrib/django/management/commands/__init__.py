@@ -1,0 +1,1 @@
+"""``celery_health``: the cluster's verdict for exec probes and scripts."""
