@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kombu.exceptions import OperationalError
 
+from ..config import at_least, positive_seconds
 from ..faults import FaultLog
 from ..named_caches import CacheSet
 from ..queues import QueueDepth, QueueReader, configured_queue_names
@@ -62,17 +63,12 @@ class Cluster:
                  forget_after: float = 60.0, queue_threshold: int = 1000,
                  use_cache: bool = True, queues: Iterable[str] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
-        for name, value in (("timeout", timeout), ("discovery_timeout", discovery_timeout),
-                            ("forget_after", forget_after)):
-            if not value > 0:
-                raise ValueError(f"Cluster({name}={value!r}): expected seconds greater than 0")
-        if queue_threshold < 0:
-            raise ValueError(f"Cluster(queue_threshold={queue_threshold!r}): expected >= 0")
         self.app = app
-        self.timeout = timeout
-        self.discovery_timeout = discovery_timeout
-        self.forget_after = forget_after
-        self.queue_threshold = queue_threshold
+        self.timeout = positive_seconds("Cluster(timeout=...)", timeout)
+        self.discovery_timeout = positive_seconds("Cluster(discovery_timeout=...)",
+                                                  discovery_timeout)
+        self.forget_after = positive_seconds("Cluster(forget_after=...)", forget_after)
+        self.queue_threshold = at_least("Cluster(queue_threshold=...)", 0, queue_threshold)
         self.use_cache = use_cache
         self.caches = CacheSet(clock=clock)
         self.mask = Masker.for_app(app)  # every message shown from an exception goes through it
