@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import pickle
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +18,15 @@ from celery.worker import state as worker_state
 from prometheus_client import CollectorRegistry, Counter
 
 from celery_observe.faults import FaultLog
+from celery_observe.task_side import metrics as task_side
+from celery_observe.task_side.monitored import COMPONENT, LabelExtractionError, _Extractor
+from celery_observe.testing import Metrics, ObservedWorker, wait_until
 from celery_observe.worker.guarded_collector import GuardedCollector
 from celery_observe.worker.pool import PoolCollector, active_and_reserved, snapshot
 from celery_observe.worker.resources import ResourceMonitor, pool_child_pids
+from celery_observe.worker.task_metrics_receiver import TaskMetricsReceiver
+
+from .workers import WorkerProcess
 
 FAULTS = "celery_observe_internal_errors_total"
 
@@ -185,3 +194,148 @@ def test_request_sets_that_copy_are_no_fault(registry: CollectorRegistry,
     """A set that copies gives its requests and reports nothing."""
     assert snapshot({"request"}, faults) == ["request"]
     assert faults_of(registry, "pool introspection") is None
+
+
+# --- monitored tasks: labels that cannot be extracted ---------------------------------
+
+
+class Reports:
+    """A stand-in for the task-side report path: records (component, exception)."""
+
+    def __init__(self) -> None:
+        self.faults: list[tuple[str, BaseException]] = []
+
+    def __call__(self, component: str, exc: BaseException) -> None:
+        self.faults.append((component, exc))
+
+
+def _extractor(fun: Any, labels: dict[str, Any], reports: Reports) -> _Extractor:
+    return _Extractor(fun, labels, "proj.task", report=reports)
+
+
+def _refund(amount: int, customer_id: str = "walk-in", **details: Any) -> int:
+    return amount
+
+
+@pytest.mark.parametrize(("args", "kwargs", "expected"), [
+    ((5, "c1"), {}, ("c1", "")),
+    ((5,), {"customer_id": "c2"}, ("c2", "")),
+    ((5,), {}, ("walk-in", "")),
+    ((5,), {"region": "eu"}, ("walk-in", "eu")),
+])
+def test_labels_from_arguments_defaults_and_extra_keywords(
+        args: tuple[Any, ...], kwargs: dict[str, Any], expected: tuple[str, ...]) -> None:
+    """Positional, keyword, default and **kwargs values are found; only absent ones fault."""
+    reports = Reports()
+    extractor = _extractor(_refund, {"customer_id": "customer_id", "region": "region"}, reports)
+    assert extractor.values(args, kwargs) == expected
+    assert len(reports.faults) == (0 if "region" in kwargs else 1)
+
+
+def test_missing_argument_is_reported_naming_label_task_and_argument() -> None:
+    """A label naming an argument the call lacks is '' and one fault that says which."""
+    reports = Reports()
+    extractor = _extractor(_refund, {"shop": "shop_id"}, reports)
+    assert extractor.values((5,), {}) == ("",)
+    [(component, error)] = reports.faults
+    assert component == COMPONENT == "monitored task labels"
+    assert isinstance(error, LabelExtractionError)
+    assert str(error) == ("label 'shop' of monitored task 'proj.task' is the argument "
+                          "'shop_id', which this call did not pass")
+
+
+def test_raising_label_function_is_reported_with_its_exception_as_the_cause() -> None:
+    """A label function that raises gives '' and one fault whose cause is its exception."""
+    reports = Reports()
+    extractor = _extractor(_refund, {"region": lambda args, kwargs: kwargs["address"]},
+                           reports)
+    assert extractor.values((5,), {}) == ("",)
+    [(_, error)] = reports.faults
+    assert str(error) == "label 'region' of monitored task 'proj.task' could not be computed: " \
+                         "KeyError"
+    assert isinstance(error.__cause__, KeyError)
+
+
+def test_label_value_that_cannot_be_shown_is_reported() -> None:
+    """A value whose str() raises gives '' and one fault."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    reports = Reports()
+    extractor = _extractor(_refund, {"customer_id": "customer_id"}, reports)
+    assert extractor.values((5, Unprintable()), {}) == ("",)
+    assert len(reports.faults) == 1
+
+
+def test_receiver_counts_a_fault_sent_by_task_code(registry: CollectorRegistry,
+                                                   faults: FaultLog) -> None:
+    """report_fault in the worker's process reaches its FaultLog, counted per fault."""
+    receiver = TaskMetricsReceiver(CollectorRegistry(), faults)
+    receiver.start()
+    try:
+        for _ in range(3):
+            task_side.report_fault("monitored task labels", KeyError("order"))
+    finally:
+        receiver.stop()
+    task_side.report_fault("monitored task labels", KeyError("order"))  # stopped: dropped
+    assert faults_of(registry, "monitored task labels") == 3
+
+
+def test_a_long_traceback_still_fits_one_pipe_write(registry: CollectorRegistry,
+                                                    faults: FaultLog) -> None:
+    """A fault with a huge message is cut to fit an atomic write and still counted."""
+    receiver = TaskMetricsReceiver(CollectorRegistry(), faults)
+    read_fd, write_fd = os.pipe()
+    try:
+        task_side.set_sink(task_side.PipeWriter(write_fd))
+        task_side.report_fault("monitored task labels", ValueError("é" * 100_000))
+        task_side.set_sink(None)
+        data = os.read(read_fd, 65536)
+    finally:
+        task_side.set_sink(None)
+        os.close(read_fd)
+        os.close(write_fd)
+    (size,) = task_side.FRAME.unpack_from(data)
+    assert len(data) == task_side.FRAME.size + size <= task_side.FRAME.size + task_side.MAX_MESSAGE
+    receiver.apply(pickle.loads(data[task_side.FRAME.size:]))
+    assert faults_of(registry, "monitored task labels") == 1
+
+
+A = "tests.faultingmonitoredapp."
+
+
+def outcomes(worker: ObservedWorker) -> int:
+    counts: dict[str, int] = json.loads(worker.get("/status")[2])["counts"]
+    return sum(counts.values())
+
+
+def label_faults(worker: ObservedWorker, expected: int) -> Metrics | None:
+    """The worker's samples once it counts ``expected`` label faults, else None."""
+    samples = worker.metrics()
+    return samples if samples.value(FAULTS, component=COMPONENT) == expected else None
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_label_faults_reach_the_worker_counter_from_pool_children(
+        pool: str, broker: str, client: Celery, queue_name: str) -> None:
+    """Each label that cannot be extracted, in a pool child too, is one fault of the worker."""
+    with WorkerProcess(broker, queue_name, pool=pool, app="tests.faultingmonitoredapp") as worker:
+        for kwargs in ({}, {"customer_id": "c1"}, {}, {}):
+            client.send_task(A + "refund", (5,), kwargs, queue=queue_name)
+        client.send_task(A + "deliver", ({"region": "eu"},), queue=queue_name)  # KeyError
+        client.send_task(A + "deliver", kwargs={"address": {"region": "us"}}, queue=queue_name)
+        wait_until(lambda: outcomes(worker) == 6, 30, "6 outcomes")
+        samples = wait_until(lambda: label_faults(worker, 4), 10, "4 label faults")
+        assert samples is not None
+        log = worker.log()
+    refund, deliver = {"task_name": A + "refund"}, {"task_name": A + "deliver"}
+    assert samples.value("faulting_refund_completed_total", **refund, customer_id="") == 3
+    assert samples.value("faulting_refund_completed_total", **refund, customer_id="c1") == 1
+    assert samples.value("faulting_deliver_completed_total", **deliver, region="") == 1
+    assert samples.value("faulting_deliver_completed_total", **deliver, region="us") == 1
+    assert samples.value("celery_task_total", **refund, status="success") == 4
+    assert log.count("celery-observe: monitored task labels failed and was skipped") == 1
+    assert "which this call did not pass" in log or "could not be computed: KeyError" in log

@@ -12,8 +12,12 @@ Under the threads and solo pools, and in the main process, updates apply directl
 module is what task code imports, and it imports no Prometheus: the worker's receiver
 (:mod:`celery_observe.worker.task_metrics_receiver`) owns the real metrics.
 
-Outside an observed worker (a unit test calling the task, a producer process) updates are
-dropped silently, so instrumented task code runs anywhere.
+Faults celery-observe meets in task code (a monitored task's label that cannot be
+extracted) travel the same way, as text (:func:`report_fault`), and the worker counts them
+in ``celery_observe_internal_errors_total{component}``, where the counter lives.
+
+Outside an observed worker (a unit test calling the task, a producer process) updates and
+faults are dropped silently, so instrumented task code runs anywhere.
 
     from celery_observe import TaskCounter, TaskHistogram
 
@@ -36,9 +40,10 @@ import pickle
 import re
 import struct
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 from ..faults import FaultLog
 
@@ -51,16 +56,41 @@ KINDS = ("counter", "gauge", "histogram")
 
 Definition = tuple[str, str, str, tuple[str, ...], tuple[float, ...]]  # kind, name, doc, ...
 Message = tuple[Definition, tuple[str, ...], str, float]
+#: A fault of celery-observe in task code: (:data:`FAULT`, component, traceback text); the
+#: only 3-tuple a sink is given.
+Fault = tuple[str, str, str]
+#: What a sink is given: a metric update or a fault.
+Update = Message | Fault
+FAULT: Final = "fault"
+#: Bytes of traceback a fault carries (its end, where the exception is): a frame fits a write.
+MAX_FAULT_TEXT = 3000
 
 
-def _drop(_message: Message) -> None:
+def _drop(_update: Update) -> None:
     """The sink outside an observed worker."""
 
 
-_sink: Callable[[Message], None] = _drop
+_sink: Callable[[Update], None] = _drop
 
 
-def set_sink(sink: Callable[[Message], None] | None) -> None:
+def report_fault(component: str, exc: BaseException) -> None:
+    """Have the worker count a fault of celery-observe's task-side code; never raises.
+
+    The worker's :class:`~celery_observe.faults.FaultLog` counts it under ``component`` and
+    logs it (masked) the first time. The traceback travels as text: an exception may not
+    pickle. Outside an observed worker it is dropped, as updates are.
+    """
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+        data = text.encode()
+        if len(data) > MAX_FAULT_TEXT:
+            text = "[...]" + data[-MAX_FAULT_TEXT:].decode(errors="ignore")
+        _sink((FAULT, component, f"in process {os.getpid()}:\n{text}"))
+    except Exception:  # noqa: BLE001 - reporting a fault must not become one
+        pass
+
+
+def set_sink(sink: Callable[[Update], None] | None) -> None:
     """Where this process's updates go from now on: the worker's receiver, a pipe to it (a
     pool child), or nowhere (None: outside an observed worker)."""
     global _sink
@@ -175,13 +205,13 @@ class PipeWriter:
         self._fd = fd
         self._faults = FaultLog()
 
-    def __call__(self, message: Message) -> None:
+    def __call__(self, message: Update) -> None:
         try:
             self._write(message)
         except Exception as exc:  # noqa: BLE001
             self._faults.report("task metrics (pool child)", exc)
 
-    def _write(self, message: Message) -> None:
+    def _write(self, message: Update) -> None:
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         if len(frame) > MAX_MESSAGE:
             raise ValueError(f"task metric update of {len(frame)} bytes is over the "

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ..cardinality import OVERFLOW, BoundedLabel
 from ..faults import FaultLog
 from ..task_side import metrics as task_side
-from ..task_side.metrics import FRAME, KINDS, Definition, Message, PipeWriter
+from ..task_side.metrics import FRAME, KINDS, Definition, PipeWriter, Update
 
 
 def _become_child(receiver: weakref.ref[TaskMetricsReceiver]) -> None:
@@ -31,12 +31,17 @@ def _become_child(receiver: weakref.ref[TaskMetricsReceiver]) -> None:
         alive.become_child()
 
 
+class TaskCodeError(Exception):
+    """A fault celery-observe met in task code, maybe in a pool child: its traceback as text."""
+
+
 class TaskMetricsReceiver:
     """Applies task metric messages to the worker's registry, with bounds.
 
     At most ``max_metrics`` metric names and ``max_series`` label sets per metric (more
     become the label value ``other``); a name redefined with another kind or labels is
-    refused and reported once.
+    refused and reported once. A fault sent by task code
+    (:func:`~celery_observe.task_side.metrics.report_fault`) is reported to ``faults``.
     """
 
     def __init__(self, registry: CollectorRegistry, faults: FaultLog, *, max_metrics: int = 200,
@@ -53,7 +58,11 @@ class TaskMetricsReceiver:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def apply(self, message: Message) -> None:
+    def apply(self, message: Update) -> None:
+        if len(message) == 3:  # a fault: (FAULT, component, text)
+            _, component, text = message
+            self._faults.report(component, TaskCodeError(text))
+            return
         definition, values, op, value = message
         entry = self._metrics.get(definition[1]) or self._define(definition)
         if entry is None:
@@ -119,7 +128,7 @@ class TaskMetricsReceiver:
                                             name="celery-observe-task-metrics")
             self._thread.start()
 
-    def _apply_safely(self, message: Message) -> None:
+    def _apply_safely(self, message: Update) -> None:
         try:
             self.apply(message)
         except Exception as exc:  # noqa: BLE001
