@@ -8,6 +8,7 @@ values (TypedDicts of str, numbers, None, lists and dicts).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
@@ -203,6 +204,11 @@ class QueueReport(TypedDict):
     consumers: list[str]
     #: Messages wait and no worker that answered consumes the queue: they will not run.
     unconsumed: bool
+
+
+def utc_timestamp() -> str:
+    """Now, as every answer's ``timestamp`` carries it: ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class _Answer(TypedDict):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kombu.exceptions import OperationalError
@@ -34,6 +33,7 @@ from ..shapes import (
     QueueReport,
     Totals,
     WorkerHealth,
+    utc_timestamp,
 )
 from .verdict import cluster_health
 
@@ -47,9 +47,6 @@ T = TypeVar("T")
 class BrokerUnreachableError(ConnectionError):
     """The broadcast could not be sent: the broker is down or refuses the connection."""
 
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Cluster:
@@ -182,7 +179,7 @@ class Cluster:
         replies, missing = self.ask("observe_status", use_cache=self.use_cache)
         workers, errors = self._data(replies)
         return ClusterStatus(
-            timestamp=_now_iso(), missing=missing, errors=errors,
+            timestamp=utc_timestamp(), missing=missing, errors=errors,
             broker=self.broker_url,
             workers_online=len(workers),
             workers=workers,
@@ -215,7 +212,7 @@ class Cluster:
             workers=workers, missing=missing, queues=queues, broker_error=broker_error,
             queue_threshold=self.queue_threshold,
             start_command=f"celery -A {self.app.main or 'proj'} worker --observe --loglevel=info")
-        return ClusterHealth(**verdict, timestamp=_now_iso(), details=workers)
+        return ClusterHealth(**verdict, timestamp=utc_timestamp(), details=workers)
 
     def tasks(self) -> ClusterTasks:
         """Running, reserved and scheduled tasks of every worker, each tagged with its worker."""
@@ -231,7 +228,7 @@ class Cluster:
                 merged[kind].extend(cast(ClusterTask, {"worker": hostname, **task})
                                     for task in lists.get(source, []))
         return ClusterTasks(
-            timestamp=_now_iso(), missing=missing, errors=errors,
+            timestamp=utc_timestamp(), missing=missing, errors=errors,
             running=merged["running"], reserved=merged["reserved"],
             scheduled=merged["scheduled"], running_count=len(merged["running"]),
             workers=sorted(workers))
@@ -254,7 +251,7 @@ class Cluster:
         entries = [cast(ClusterFinishedTask, {"worker": hostname, **entry})
                    for hostname, items in workers.items() for entry in items]
         entries.sort(key=lambda entry: entry["ended"], reverse=True)
-        return ClusterHistory(timestamp=_now_iso(), missing=missing, errors=errors,
+        return ClusterHistory(timestamp=utc_timestamp(), missing=missing, errors=errors,
                               tasks=entries[:limit])
 
     def summary(self) -> ClusterSummary:
@@ -264,14 +261,14 @@ class Cluster:
     def _summary(self) -> ClusterSummary:
         replies, missing = self.ask("observe_summary", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        return ClusterSummary(timestamp=_now_iso(), missing=missing, errors=errors,
+        return ClusterSummary(timestamp=utc_timestamp(), missing=missing, errors=errors,
                               workers=workers)
 
     def queues(self) -> ClusterQueues:
         """Every known queue: its depth, the workers consuming it, and whether none does."""
         replies, missing = self.ask("observe_status", use_cache=self.use_cache)
         workers, errors = self._data(replies)
-        return ClusterQueues(timestamp=_now_iso(), missing=missing, errors=errors,
+        return ClusterQueues(timestamp=utc_timestamp(), missing=missing, errors=errors,
                              queues=self._queue_reports(workers))
 
     def _queue_reports(self, workers: dict[str, Any]) -> dict[str, QueueReport]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery
@@ -23,23 +22,22 @@ from ...shapes import (
     ClusterHistory,
     ClusterQueues,
     ClusterSummary,
+    utc_timestamp,
 )
+from .. import bodies
 from ..client import BrokerUnreachableError, Cluster
 from ..verdict import UNHEALTHY
-from . import bodies
 from .access import RateLimiter, require_token
 from .caching import ResponseCache, json_response
 from .metrics import ApiMetrics
 from .settings import ApiSettings
-from .task_results import TASK_ID, backend_enabled, task_state
+from .task_results import backend_enabled, task_state
 
 UseCache = Query(True, description="false: compute a fresh answer (rate limited)")
-TaskId = Path(pattern=TASK_ID.pattern, description="Celery's UUID, or a custom id: 1 to 255 "
-              "letters, digits and . _ : @ -, starting with a letter or digit")
+TaskId = Path(pattern=f"^{bodies.TASK_ID_PATTERN}$",
+              description="Celery's UUID, or a custom id: 1 to 255 letters, digits and "
+                          ". _ : @ -, starting with a letter or digit")
 
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class ClusterApi:
@@ -124,7 +122,7 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
                 tasks = api.cluster.tasks()
             except BrokerUnreachableError as exc:
                 return 200, {"enabled": True, "connected": False, "error": str(exc),
-                             "broker_url": api.cluster.broker_url, "timestamp": _now_iso()}
+                             "broker_url": api.cluster.broker_url, "timestamp": utc_timestamp()}
             return 200, {
                 "enabled": True, "connected": True, "timestamp": cluster["timestamp"],
                 "broker_url": cluster["broker"], "workers": sorted(cluster["workers"]),
@@ -226,7 +224,7 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
     @router.get("/cache/stats")
     def cache_stats() -> Response:
         """The caching seed's figures of this API's five caches."""
-        return json_response(200, {"timestamp": _now_iso(), **api.responses.caches.stats()})
+        return json_response(200, {"timestamp": utc_timestamp(), **api.responses.caches.stats()})
 
     @router.post("/cache/invalidate", response_model=bodies.Invalidated)
     def cache_invalidate(request: Request, cache_name: str | None = None) -> Response:
@@ -239,7 +237,7 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
         message = (f"Cache {cache_name} invalidated" if cache_name
                    else "All monitoring caches invalidated")
         return json_response(200, bodies.Invalidated(
-            timestamp=_now_iso(), message=message, cache_name=cache_name or "all",
+            timestamp=utc_timestamp(), message=message, cache_name=cache_name or "all",
             invalidated=removed))
 
     return router

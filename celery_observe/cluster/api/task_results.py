@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from celery import Celery
@@ -11,13 +10,11 @@ from celery.result import AsyncResult
 
 from ...redaction import Masker
 from ...shapes import ClusterHistory, ClusterTasks
-from .bodies import TaskState
+from ..bodies import TaskState
 
 #: A result shown while results are hidden (they can hold what task arguments hold).
 RESULT_REDACTED = ("<redacted: set ApiSettings(show_results=True) or `observe serve "
                    "--show-results` to see results>")
-#: What a task id may look like: Celery's are UUIDs; custom ids are printable words.
-TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$")
 
 def backend_enabled(app: Celery) -> bool:
     return not isinstance(app.backend, DisabledBackend)

@@ -16,9 +16,10 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST, require_safe
 
+from ...cluster.bodies import TASK_ID_PATTERN
 from ...cluster.client import Cluster
 from .celery_app import project_app
-from .views import TASK_ID_PATTERN, TOKEN_SETTING, ClusterViews
+from .views import TOKEN_SETTING, ClusterViews
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -13,16 +13,16 @@ The bodies of the seed's ``/tasks/`` and ``/stats/`` are built here rather than 
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu.exceptions import OperationalError
 from typing_extensions import TypedDict
 
+from ...cluster.bodies import task_stats
 from ...cluster.client import BrokerUnreachableError
 from ...cluster.verdict import UNHEALTHY
-from ...shapes import STATUSES, ClusterTasks
+from ...shapes import STATUSES, ClusterTasks, utc_timestamp
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 #: The Django setting that turns on the endpoints that change something.
 TOKEN_SETTING = "CELERY_OBSERVE_API_TOKEN"
-#: What a task id may look like in a URL: Celery's are UUIDs; custom ids are printable words.
-TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}"
 MAX_HISTORY_LIMIT = 1000
 
 
@@ -62,19 +60,6 @@ class TaskListing(TypedDict):
     errors: dict[str, str]
 
 
-class StatsEntry(TypedDict):
-    running: int
-    scheduled: int
-
-
-class TaskStats(TypedDict):
-    """``GET stats/``: the seed's counts by task name."""
-
-    total_running: int
-    total_scheduled: int
-    by_task_name: dict[str, StatsEntry]
-
-
 def task_listing(tasks: ClusterTasks) -> TaskListing:
     """The seed's ``/api/celery/tasks/`` body from ``Cluster.tasks()``."""
     return TaskListing(
@@ -86,25 +71,6 @@ def task_listing(tasks: ClusterTasks) -> TaskListing:
         running_count=len(tasks["running"]), workers=tasks["workers"],
         missing=tasks["missing"], errors=tasks["errors"])
 
-
-def task_stats(tasks: ClusterTasks) -> TaskStats:
-    """The seed's ``/api/celery/stats/`` body from ``Cluster.tasks()``."""
-    by_name: dict[str, StatsEntry] = {}
-
-    def entry(name: str) -> StatsEntry:
-        return by_name.setdefault(name, StatsEntry(running=0, scheduled=0))
-
-    for task in tasks["running"]:
-        entry(task["name"])["running"] += 1
-    for task in tasks["scheduled"]:
-        entry(task["name"])["scheduled"] += 1
-    return TaskStats(total_running=len(tasks["running"]),
-                     total_scheduled=len(tasks["scheduled"]),
-                     by_task_name=dict(sorted(by_name.items())))
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _detail(status: int, detail: str, **extra: Any) -> JsonResponse:
@@ -139,7 +105,7 @@ class ClusterViews:
             status = self.cluster.status()
         except BrokerUnreachableError as exc:
             return JsonResponse({"connected": False, "error": str(exc),
-                                 "broker": self.cluster.broker_url, "timestamp": _now_iso()})
+                                 "broker": self.cluster.broker_url, "timestamp": utc_timestamp()})
         return JsonResponse({"connected": True, **status})
 
     def tasks(self, request: HttpRequest) -> HttpResponse:

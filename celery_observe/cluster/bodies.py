@@ -1,6 +1,6 @@
-"""The bodies of the cluster API, in the seeds' shapes, built from the ``Cluster``'s answers.
+"""The bodies of the seeds' HTTP endpoints, built from the ``Cluster``'s answers.
 
-Typed here (not in :mod:`celery_observe.shapes`) because only the API speaks them: they
+Shared by the FastAPI router and the Django views, and free of either framework: they
 rename and regroup the client's answers into what the seeds' endpoints promise.
 """
 
@@ -10,7 +10,10 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from ...shapes import ClusterStatus, ClusterTask, ClusterTasks
+from ..shapes import ClusterStatus, ClusterTask, ClusterTasks
+
+#: What a task id may look like: Celery's are UUIDs; custom ids are printable words.
+TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}"
 
 
 class PendingSummary(TypedDict):
