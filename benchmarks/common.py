@@ -1,8 +1,9 @@
-"""What every benchmark shares: workers and Flower in subprocesses, HTTP and command timing.
+"""What every benchmark shares: the benchmark app's workers, Flower, HTTP and command timing.
 
-Every subprocess started here is tracked in one registry and ended by :func:`reap_all`,
-which ``run.py`` calls in a ``finally`` (also on Ctrl-C and SIGTERM) and at exit, so an
-interrupted benchmark leaves no worker, pool child or Flower behind.
+Workers, ports and waits are celery_observe.testing's. Every subprocess started here is
+tracked there and ended by ``reap_all``, which ``run.py`` calls in a ``finally`` (also on
+Ctrl-C and SIGTERM) and at exit, so an interrupted benchmark leaves no worker, pool child
+or Flower behind.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +21,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import psutil
 from celery import Celery
 
 from benchmarks.appenv import BROKER_ENV, NAMES_ENV, QUEUE_ENV
+from celery_observe.testing import (
+    ObservedWorker,
+    end_process,
+    free_port,
+    signal_once,
+    spawn,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "benchmarks.benchapp"
-SERVING = re.compile(r"celery-observe: serving .* on (?P<address>\S+):(?P<port>\d+)")
-READY = re.compile(r"@localhost ready\.")
 #: What Prometheus sends when it scrapes (OpenMetrics first, gzip allowed).
 PROMETHEUS_HEADERS = {
     "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
@@ -47,77 +50,12 @@ def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-# --- subprocess registry ---------------------------------------------------------------
+# --- subprocesses -------------------------------------------------------------------------
 
 #: Set by ``run.py --quick``: stop workers without waiting for them (reaped per figure).
 DEFER_STOPS = False
-
-
-@dataclass
-class _Tracked:
-    log_path: Path
-    signalled: bool = False
-
-
-_LIVE: dict[subprocess.Popen[bytes], _Tracked] = {}
-_LIVE_LOCK = threading.Lock()
-
-
-def spawn(args: Sequence[str], env: dict[str, str], prefix: str) -> tuple[
-        subprocess.Popen[bytes], Path]:
-    """Start ``args`` in its own process group (so its children go with it) and track it;
-    returns the process and the file its output goes to."""
-    handle, name = tempfile.mkstemp(prefix=f"observe-bench-{prefix}-", suffix=".log")
-    with os.fdopen(handle, "wb") as out:
-        process = subprocess.Popen(list(args), cwd=REPO, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    with _LIVE_LOCK:
-        _LIVE[process] = _Tracked(Path(name))
-    return process, Path(name)
-
-
-def signal_process(process: subprocess.Popen[bytes]) -> None:
-    """Ask ``process`` to stop (SIGTERM: a worker's warm shutdown), once."""
-    with _LIVE_LOCK:
-        tracked = _LIVE.get(process)
-        if tracked is None or tracked.signalled:
-            return
-        tracked.signalled = True
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-
-
-def end_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Ask ``process`` to stop, wait, then kill its process group if anything lingers."""
-    try:
-        signal_process(process)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        # Pool children that outlived their parent are still in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        with _LIVE_LOCK:
-            tracked = _LIVE.pop(process, None)
-        if tracked is not None:
-            with contextlib.suppress(OSError):
-                tracked.log_path.unlink()
-
-
-def reap_all(timeout: float = 15.0) -> None:
-    """End every tracked subprocess: ask all at once, then kill what is left."""
-    with _LIVE_LOCK:
-        processes = list(_LIVE)
-    for process in processes:
-        signal_process(process)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        end_process(process, timeout=max(0.1, deadline - time.monotonic()))
+#: How long a worker or Flower may take to be ready.
+READY_TIMEOUT = 60.0
 
 
 # --- brokers -------------------------------------------------------------------------------
@@ -127,14 +65,6 @@ def redis_url(db: int) -> str:
 
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def client_app(broker: str, queue: str) -> Celery:
@@ -162,69 +92,18 @@ def cleanup_amqp(queue: str) -> None:
 
 # --- workers -------------------------------------------------------------------------------
 
-@dataclass
-class Worker:
-    """``celery -A benchmarks.benchapp worker`` in a subprocess, plain or observed."""
+class Worker(ObservedWorker):
+    """``celery -A benchmarks.benchapp worker`` in a subprocess, plain or observed (with
+    ``events``, sending task events), tracked for :func:`reap_all`."""
 
-    broker: str
-    queue: str
-    pool: str = "prefork"
-    concurrency: int = 2
-    observe: bool = False
-    events: bool = False
-    names: int = 0  # generated task names the app registers
-    hostname: str = ""
-    process: subprocess.Popen[bytes] | None = None
-    port: int | None = None
-    log_path: Path | None = None
-
-    def args(self) -> list[str]:
-        args = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", self.pool,
-                "-c", str(self.concurrency), "-Q", self.queue,
-                "-n", self.hostname or f"{self.queue}@localhost",
-                "--without-mingle", "--without-gossip", "-l", "info"]
-        if self.observe:
-            args += ["--observe", "--observe-port", "0", "--observe-address", "127.0.0.1"]
-        if self.events:
-            args.append("-E")
-        return args
-
-    def launch(self) -> None:
-        self.process, self.log_path = spawn(
-            self.args(), bench_env(self.broker, self.queue, self.names), "worker")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for "ready." (and, observed, for the port and ``/readyz``)."""
-        wait_until(lambda: self._search(READY), timeout, f"worker {self.queue} to be ready")
-        if self.observe:
-            match = wait_until(lambda: self._search(SERVING), timeout, "the observe port")
-            self.port = int(match.group("port"))
-            wait_until(lambda: http_get(self.port, "/readyz")[0] == 200, timeout, "/readyz")
-
-    def _search(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"worker exited with {self.process.returncode}:\n"
-                               + self.log()[-3000:])
-        return pattern.search(self.log())
-
-    def log(self) -> str:
-        if self.log_path is None:
-            return ""
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")
-        return ""
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def main_process(self) -> psutil.Process:
-        return psutil.Process(self.pid)
-
-    def stop(self) -> None:
-        stop_all([self])
+    def __init__(self, broker: str, queue: str, pool: str = "prefork", concurrency: int = 2,
+                 observe: bool = False, events: bool = False, names: int = 0,
+                 hostname: str = "") -> None:
+        super().__init__(APP, broker, queue, pool=pool, concurrency=concurrency,
+                         extra_args=("-E",) if events else (), observe=observe,
+                         env=bench_env(broker, queue, names), hostname=hostname or None,
+                         broker_env=BROKER_ENV, queue_env=QUEUE_ENV, cwd=REPO,
+                         remove_log=True, log_prefix="observe-bench-worker-")
 
 
 def bench_env(broker: str, queue: str, names: int) -> dict[str, str]:
@@ -245,10 +124,13 @@ class Flower:
     def launch(self) -> None:
         args = [sys.executable, "-m", "celery", "-A", APP, "flower", "--address=127.0.0.1",
                 f"--port={self.port}"]
-        self.process, self.log_path = spawn(args, bench_env(self.broker, self.queue, 0),
-                                            "flower")
+        handle, name = tempfile.mkstemp(prefix="observe-bench-flower-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(name)
+        self.process = spawn(args, self.log_path, bench_env(self.broker, self.queue, 0), REPO,
+                             remove_log=True)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         def up() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
@@ -256,9 +138,6 @@ class Flower:
             return http_get(self.port, "/healthcheck")[0] == 200
 
         wait_until(up, timeout, "flower to answer /healthcheck")
-
-    def stop(self) -> None:
-        stop_all([self])
 
 
 def flower_installed() -> bool:
@@ -269,24 +148,6 @@ def flower_installed() -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 @contextlib.contextmanager
 def running(*services: Worker | Flower) -> Iterator[None]:
     """Start ``services`` side by side, and stop them all whatever happens meanwhile."""
@@ -294,7 +155,7 @@ def running(*services: Worker | Flower) -> Iterator[None]:
         for service in services:
             service.launch()
         for service in services:
-            service.wait_ready()
+            service.wait_ready(READY_TIMEOUT)
         yield
     finally:
         stop_all(services)
@@ -305,7 +166,7 @@ def stop_all(services: Iterable[Worker | Flower]) -> None:
     ~2 s); with DEFER_STOPS, only ask: the figure's end reaps them."""
     processes = [service.process for service in services if service.process is not None]
     for process in processes:
-        signal_process(process)
+        signal_once(process)
     if not DEFER_STOPS:
         for process in processes:
             end_process(process)

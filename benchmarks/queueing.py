@@ -13,7 +13,8 @@ from typing import Any, cast
 
 import redis
 
-from benchmarks.common import Worker, client_app, wait_until
+from benchmarks.common import Worker, client_app
+from celery_observe.testing import wait_until
 
 UNACKED = "unacked"  # kombu's Redis hash of delivered, not yet acknowledged messages
 

@@ -31,8 +31,6 @@ from benchmarks.common import (
     Context,
     flower_installed,
     log,
-    reachable,
-    reap_all,
     redis_url,
 )
 from benchmarks.results import (
@@ -40,6 +38,7 @@ from benchmarks.results import (
     machine_facts,
     write_results,
 )
+from celery_observe.testing import listening, reap_all
 
 MODULES = {1: "throughput", 2: "probes", 3: "cluster_status", 4: "scrape", 5: "cache_status",
            6: "memory"}
@@ -88,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     atexit.register(reap_all)
-    if not reachable("127.0.0.1", 6379):
+    if not listening("127.0.0.1", 6379, timeout=1.0):
         print("Redis is not running on 127.0.0.1:6379; the benchmarks need it.", file=sys.stderr)
         return 2
     common.DEFER_STOPS = args.quick  # overlap worker shutdowns: saves ~2 s per worker
     broker = redis_url(args.redis_db)
-    amqp = AMQP_URL if reachable("127.0.0.1", 5672) else None
+    amqp = AMQP_URL if listening("127.0.0.1", 5672, timeout=1.0) else None
     ctx = Context(quick=args.quick, runs=args.runs or (1 if args.quick else 3),
                   drain_tasks=args.tasks or (200 if args.quick else 20_000),
                   tasks_1m=args.tasks_1m, redis=broker, amqp=amqp,

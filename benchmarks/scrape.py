@@ -12,8 +12,6 @@ over 15 s (a scrape holds the GIL the main loop needs).
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from benchmarks.appenv import task_name
 from benchmarks.common import (
     PROMETHEUS_HEADERS,
@@ -22,7 +20,6 @@ from benchmarks.common import (
     http_get,
     log,
     running,
-    wait_until,
 )
 from benchmarks.queueing import (
     Drain,
@@ -33,6 +30,7 @@ from benchmarks.results import (
     median,
 )
 from benchmarks.throughput import OBSERVE, PLAIN, drain_once
+from celery_observe.testing import parse_metrics, wait_until
 
 SERIES_COUNTS = (10, 100, 500)
 MODES = ("ok", "fail", "retry", "reject", "expired")
@@ -55,9 +53,7 @@ def populate(publisher: Publisher, names: int) -> None:
 
 def recorded(port: int | None) -> int:
     """Outcomes a worker's ``/metrics`` counts in ``celery_task_total``."""
-    body = http_get(port, "/metrics")[1].decode()
-    return int(sum(sample.value for family in text_string_to_metric_families(body)
-                   for sample in family.samples if sample.name == "celery_task_total"))
+    return int(parse_metrics(http_get(port, "/metrics")[1].decode()).total("celery_task_total"))
 
 
 def _latency(ctx: Context, names: int, samples: int) -> list[Row]:

@@ -17,8 +17,9 @@ import pytest
 from celery import Celery
 
 from celery_observe import stamp_publish_times
+from celery_observe.testing import listening
 
-from .servers import PrivateRedis, listening
+from .servers import PrivateRedis
 
 BROKERS = {
     "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),

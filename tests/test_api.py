@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from celery_observe.cluster.api import ApiSettings, observe_router
 from celery_observe.cluster.api.task_results import RESULT_REDACTED
+from celery_observe.testing import free_port, parse_metrics, wait_until
 
 from .conftest import broker_url
-from .servers import free_port
-from .workers import WorkerProcess, parse_metrics, wait_until
+from .workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
 PREFIX = "/api/v1/celery"

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from celery_observe.testing import free_port, wait_until
+
 from .conftest import broker_url
-from .servers import free_port
-from .workers import REPO, WorkerProcess, wait_until
+from .workers import REPO, WorkerProcess
 
 
 @pytest.fixture

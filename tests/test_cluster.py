@@ -18,8 +18,9 @@ import redis
 from celery import Celery
 
 from celery_observe import Cluster, shapes
+from celery_observe.testing import wait_until
 
-from .workers import REPO, WorkerProcess, wait_until
+from .workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.broker
 

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from celery_observe.faults import FaultLog
+from celery_observe.testing import wait_until
 from celery_observe.worker import http_server as http_module
 from celery_observe.worker.http_server import (
     Limits,
@@ -25,8 +26,6 @@ from celery_observe.worker.http_server import (
     Route,
     json_response,
 )
-
-from .workers import wait_until
 
 
 def broken(_headers: Mapping[str, str]) -> Response:

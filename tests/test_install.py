@@ -12,9 +12,8 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import celery_observe
+from celery_observe.testing import parse_metrics, wait_until
 from celery_observe.worker.observer import Observer
-
-from .workers import parse_metrics, wait_until
 
 
 def make_app() -> Celery:

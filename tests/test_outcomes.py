@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from .workers import WorkerProcess, wait_until
+from celery_observe.testing import wait_until
+
+from .workers import WorkerProcess
 
 T = "tests.workerapp."
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
+from celery_observe.testing import wait_until
 from celery_observe.worker.probes import liveness, readiness
 
 from .servers import PrivateRedis
-from .workers import WorkerProcess, wait_until
+from .workers import WorkerProcess
 
 
 def test_liveness_rules() -> None:

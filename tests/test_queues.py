@@ -26,10 +26,10 @@ from celery_observe.queues import (
     QueueReader,
     configured_queue_names,
 )
+from celery_observe.testing import free_port
 from celery_observe.worker.queue_metrics import QueueLengthCollector
 
 from .conftest import BROKERS, broker_url
-from .servers import free_port
 
 TIMEOUT = 0.5  # the collector's broker timeout in these tests
 LENGTH = "celery_queue_length"

@@ -26,13 +26,14 @@ from celery_observe.faults import FaultLog
 from celery_observe.named_caches import CACHE_SPECS
 from celery_observe.queues import QueueReader
 from celery_observe.shapes import QueueReport
+from celery_observe.testing import parse_metrics, wait_until
 from celery_observe.worker.http_server import Limits, ObserveHTTPServer, json_response
 from celery_observe.worker.metrics import FailureRate
 from celery_observe.worker.observer import Observer
 from celery_observe.worker.outcome import IGNORED, Outcome, classify_failure
 from celery_observe.worker.routes import routes
 
-from .workers import REPO, WorkerProcess, parse_metrics, wait_until
+from .workers import REPO, WorkerProcess
 
 README = (REPO / "README.md").read_text()
 

@@ -12,7 +12,9 @@ import psutil
 import pytest
 from celery import Celery
 
-from .workers import WorkerProcess, parse_metrics, wait_until
+from celery_observe.testing import parse_metrics, wait_until
+
+from .workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
 

@@ -12,8 +12,9 @@ from celery import Celery
 
 from celery_observe import stamp_publish_times
 from celery_observe.cardinality import BoundedLabel
+from celery_observe.testing import wait_until
 
-from .workers import WorkerProcess, wait_until
+from .workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
 M = "tests.metricsapp."

@@ -10,8 +10,9 @@ import pytest
 from celery import Celery
 
 from celery_observe.config import SETTINGS
+from celery_observe.testing import wait_until
 
-from ..workers import REPO, WorkerProcess, wait_until
+from ..workers import REPO, WorkerProcess
 
 BAD_VALUES = {
     "enabled": "maybe", "port": "http", "address": " ", "buckets": "10,1",

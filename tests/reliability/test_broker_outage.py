@@ -35,10 +35,12 @@ import redis
 from celery import Celery
 from kombu import Connection
 
+from celery_observe.testing import wait_until
+
 from ..conftest import broker_url, running
 from ..proxy import TCPProxy
 from ..servers import RABBITMQ_SERVER, PrivateRabbitMQ, PrivateRedis
-from ..workers import WorkerProcess, wait_until
+from ..workers import WorkerProcess
 
 APP = "tests.reliability.outageapp"
 TASK = f"{APP}.record"

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from ..workers import WorkerProcess, wait_until
+from celery_observe.testing import wait_until
+
+from ..workers import WorkerProcess
 
 HUGE = "x" * 1_000_000
 ADD_SUCCEEDED = ("celery_task_total", frozenset({("task_name", "tests.workerapp.add"),

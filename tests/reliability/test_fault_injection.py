@@ -13,8 +13,10 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
+from celery_observe.testing import parse_metrics, wait_until
+
 from ..conftest import broker_url
-from ..workers import WorkerProcess, parse_metrics, wait_until
+from ..workers import WorkerProcess
 
 FAULTY_APP = "tests.reliability.faultyapp"
 SKIPPED = "celery-observe: {} failed and was skipped"

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
+from celery_observe.testing import wait_until
 from celery_observe.worker import http_messages as http
 
 from ..conftest import broker_url
-from ..workers import WorkerProcess, wait_until
+from ..workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
 

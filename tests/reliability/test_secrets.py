@@ -27,10 +27,11 @@ from celery import Celery
 from celery_observe import Cluster
 from celery_observe.cluster.client import BrokerUnreachableError
 from celery_observe.redaction import REDACTED
+from celery_observe.testing import free_port, wait_until
 
 from ..conftest import broker_url, running
-from ..servers import PrivateRedis, free_port
-from ..workers import REPO, SERVING, WorkerProcess, wait_until
+from ..servers import PrivateRedis
+from ..workers import REPO, SERVING, WorkerProcess
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,9 @@ import psutil
 import pytest
 from celery import Celery
 
-from ..workers import WorkerProcess, wait_until
+from celery_observe.testing import wait_until
+
+from ..workers import WorkerProcess
 
 LONG_TASK_SECONDS = 3
 
