@@ -293,3 +293,78 @@ def top(ctx: click.Context, interval: float, iterations: int | None, timeout: fl
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
+
+
+def _token_option(value: str | None) -> str | None:
+    from .serve import read_token_file
+
+    return None if value is None else read_token_file(value)
+
+
+def _prefix_option(value: str) -> str:
+    prefix = value.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise click.BadParameter(f"a path starting with '/', such as /api/v1/celery; got {value!r}")
+    return prefix
+
+
+@observe.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port to listen on; 0 picks a free one (the log names it).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default is reachable from this machine only, "
+                   "because the API shows every worker, queue and task name: listen on "
+                   "0.0.0.0 (or a pod's address) deliberately, with --read-token-file or "
+                   "behind a proxy.")
+@click.option("--token-file", "token", type=click.Path(dir_okay=False), metavar="FILE",
+              callback=lambda ctx, param, value: _token_option(value),
+              help="File holding the bearer token that turns on revoke, execute and cache "
+                   "invalidation (off without it); a file, so the token never shows in `ps`.")
+@click.option("--read-token-file", "read_token", type=click.Path(dir_okay=False),
+              metavar="FILE", callback=lambda ctx, param, value: _token_option(value),
+              help="File holding a bearer token every other endpoint needs too.")
+@click.option("--show-results", is_flag=True,
+              help="Show task results and tracebacks in /tasks/{id}/status (redacted otherwise).")
+@click.option("--execute-allow", "execute_allow", multiple=True, metavar="NAME",
+              help="A task POST /tasks/NAME/execute may send (repeatable); none by default.")
+@click.option("--prefix", default="/api/v1/celery", show_default=True,
+              callback=lambda ctx, param, value: _prefix_option(value),
+              help="Path the endpoints are served under.")
+@click.option("--rate-limit", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Uncached or changing requests per client and minute.")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Seconds to wait for a known worker that does not answer.")
+@click.option("--discovery-timeout", type=click.FloatRange(min=0.01), default=0.25,
+              show_default=True, help="Seconds to collect replies when no worker is known.")
+@click.option("--queue-threshold", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Queue depth above which the cluster is degraded.")
+@click.option("--queue", "-Q", "queues", multiple=True, metavar="NAME",
+              help="Also report this queue (repeatable).")
+@click.pass_context
+def serve(ctx: click.Context, port: int, address: str, token: str | None,
+          read_token: str | None, show_results: bool, execute_allow: tuple[str, ...],
+          prefix: str, rate_limit: int, timeout: float, discovery_timeout: float,
+          queue_threshold: int, queues: tuple[str, ...]) -> None:
+    """The cluster HTTP API (the metrics guide's endpoints) on a production server (uvicorn).
+
+    Logs one line per request (method, path, status, ms) and stops gracefully on SIGTERM.
+    """
+    from . import serve as serving
+
+    app = getattr(ctx.obj, "app", None)
+    if app is None:
+        raise click.UsageError("name the app: celery -A proj observe serve")
+    if execute_allow and token is None:
+        raise click.UsageError("--execute-allow needs --token-file: executing tasks is off "
+                               "without a token")
+    missing = serving.missing_api_dependency()
+    if missing is not None:
+        click.echo(f"Error: {missing}", err=True)
+        ctx.exit(2)
+    from .api import ApiSettings
+
+    settings = ApiSettings(token=token, read_token=read_token, show_results=show_results,
+                           execute_allowlist=execute_allow, rate_limit_per_minute=rate_limit,
+                           timeout=timeout, discovery_timeout=discovery_timeout,
+                           queue_threshold=queue_threshold, queues=queues)
+    serving.serve(app, settings, host=address, port=port, prefix=prefix)
