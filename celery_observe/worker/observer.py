@@ -210,7 +210,8 @@ class Observer:
 
     def liveness(self) -> ProbeResult:
         tick_age = None if self._last_tick is None else self._clock() - self._last_tick
-        inline = self.pool_name in _SOLO_POOLS and bool(snapshot(worker_state.active_requests))
+        inline = self.pool_name in _SOLO_POOLS and bool(
+            snapshot(worker_state.active_requests, self.faults))
         reconnecting = self.consumer is not None and self.consumer.connection is None
         return liveness(tick_age, self.config.liveness_timeout, inline_task_running=inline,
                         reconnecting=reconnecting)
@@ -231,7 +232,7 @@ class Observer:
 
     def status(self) -> WorkerStatus:
         worker = self.worker
-        active, reserved = active_and_reserved()
+        active, reserved = active_and_reserved(self.faults)
         now = time.time()
         return WorkerStatus({
             "hostname": getattr(worker, "hostname", None),
@@ -258,7 +259,7 @@ class Observer:
     def health(self) -> WorkerHealth:
         """This worker's own view of its health, for the cluster's verdict."""
         alive, ready = self.liveness(), self.readiness()
-        active, reserved = active_and_reserved()
+        active, reserved = active_and_reserved(self.faults)
         return WorkerHealth({
             "hostname": getattr(self.worker, "hostname", None),
             "alive": alive.ok, "ready": ready.ok,
@@ -280,10 +281,11 @@ class Observer:
 
     def tasks(self) -> WorkerTasks:
         """Active, reserved (prefetched, not started) and scheduled (waiting on ETA) tasks."""
-        active, reserved = active_and_reserved()
+        active, reserved = active_and_reserved(self.faults)
         scheduled: list[ScheduledTask] = []
         timer = getattr(self.consumer, "timer", None)
-        for waiting in snapshot(getattr(getattr(timer, "schedule", None), "queue", ())):
+        for waiting in snapshot(getattr(getattr(timer, "schedule", None), "queue", ()),
+                                self.faults):
             request: Any = next(iter(getattr(waiting.entry, "args", None) or ()), None)
             if hasattr(request, "eta") and hasattr(request, "argsrepr"):
                 eta = request.eta.isoformat() if request.eta else None
