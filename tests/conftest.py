@@ -17,9 +17,10 @@ import pytest
 from celery import Celery
 
 from celery_observe import stamp_publish_times
-from celery_observe.testing import listening
+from celery_observe.testing import listening, wait_until
 
 from .servers import PrivateRedis
+from .workers import WorkerProcess
 
 BROKERS = {
     "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/{db}"),
@@ -91,3 +92,30 @@ def running(redis: PrivateRedis) -> Iterator[PrivateRedis]:
 def private_redis() -> Iterator[PrivateRedis]:
     """A started redis-server of the test's own (no password, nothing on disk)."""
     yield from running(PrivateRedis())
+
+
+def answering_workers(broker: str, queue: str,
+                      env: dict[str, str] | None = None) -> Iterator[list[WorkerProcess]]:
+    """Two observed threads workers on ``queue`` for a fixture, once both answer remote
+    control; stopped afterwards.
+
+    Ready for tasks is not yet subscribed to broadcasts, so it waits until both answer a
+    ping, from an app of its own (kombu's Redis transport delays the broadcast that follows
+    a timed-out collection on the same connection by that timeout).
+    """
+    workers = [WorkerProcess(broker, queue, pool="threads", concurrency=2,
+                             name=f"{queue}-{n}", env=env) for n in (1, 2)]
+    try:
+        for worker in workers:
+            worker.start()
+        probe = Celery("probe", broker=broker, set_as_current=False)
+        probe.conf.control_exchange = queue
+        try:
+            wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20,
+                       "both workers to answer pings")
+        finally:
+            probe.close()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()

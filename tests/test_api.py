@@ -15,7 +15,7 @@ from celery_observe.cluster.api import ApiSettings, observe_router
 from celery_observe.cluster.api.task_results import RESULT_REDACTED
 from celery_observe.testing import free_port, parse_metrics, wait_until
 
-from .conftest import broker_url
+from .conftest import answering_workers, broker_url
 from .workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
@@ -32,20 +32,7 @@ def backend() -> str:
 @pytest.fixture
 def workers(broker: str, queue_name: str, backend: str) -> Iterator[list[WorkerProcess]]:
     """Two observed workers with a result backend, answering remote control."""
-    started = [WorkerProcess(broker, queue_name, pool="threads", concurrency=2,
-                             name=f"{queue_name}-{n}",
-                             env={"CELERY_OBSERVE_TEST_BACKEND": backend}) for n in (1, 2)]
-    for worker in started:
-        worker.start()
-    probe = Celery("probe", broker=broker, set_as_current=False)
-    probe.conf.control_exchange = queue_name
-    try:
-        wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20, "both to answer")
-    finally:
-        probe.close()
-    yield started
-    for worker in started:
-        worker.stop()
+    yield from answering_workers(broker, queue_name, env={"CELERY_OBSERVE_TEST_BACKEND": backend})
 
 
 def api_app(client: Celery, backend: str | None = None, **settings: Any) -> FastAPI:

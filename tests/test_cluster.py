@@ -20,6 +20,7 @@ from celery import Celery
 from celery_observe import Cluster, shapes
 from celery_observe.testing import wait_until
 
+from .conftest import answering_workers
 from .workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.broker
@@ -28,22 +29,7 @@ pytestmark = pytest.mark.broker
 @pytest.fixture
 def two_workers(broker: str, queue_name: str) -> Iterator[list[WorkerProcess]]:
     """Two observed workers, both listening to remote control."""
-    workers = [WorkerProcess(broker, queue_name, pool="threads", concurrency=2,
-                             name=f"{queue_name}-{n}") for n in (1, 2)]
-    for worker in workers:
-        worker.start()
-    # Ready for tasks is not yet subscribed to broadcasts: wait until both answer a ping,
-    # from an app of its own (kombu's Redis transport delays the broadcast that follows a
-    # timed-out collection on the same connection by that timeout).
-    probe = Celery("probe", broker=broker, set_as_current=False)
-    probe.conf.control_exchange = queue_name
-    try:
-        wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20, "both to answer pings")
-    finally:
-        probe.close()
-    yield workers
-    for worker in workers:
-        worker.stop()
+    yield from answering_workers(broker, queue_name)
 
 
 @pytest.fixture
@@ -167,7 +153,7 @@ def test_history_and_tasks_merge_all_workers(
                                              two_workers: list[WorkerProcess]) -> None:
     """History lists finished tasks of every worker; arguments are redacted by default."""
     for n in range(6):
-        client.send_task("tests.workerapp.add", (n, 1000), queue=queue_name)
+        client.send_task("tests.workerapp.add", (n, 7319041), queue=queue_name)
     cluster = make_cluster(timeout=5, use_cache=False)
     wait_until(lambda: len(cluster.history(50)["tasks"]) == 6, 20, "6 finished tasks")
     history = cluster.history(50)["tasks"]
@@ -176,7 +162,7 @@ def test_history_and_tasks_merge_all_workers(
         (entry["ended"] for entry in history), reverse=True)
     client.send_task("tests.workerapp.sleep", (5,), queue=queue_name, countdown=60)
     scheduled = wait_until(lambda: cluster.tasks()["scheduled"], 20, "a scheduled task")
-    assert "1000" not in json.dumps(cluster.tasks()) and scheduled[0]["args"].startswith(
+    assert "7319041" not in json.dumps(cluster.tasks()) and scheduled[0]["args"].startswith(
         "<redacted")
 
 
@@ -204,7 +190,11 @@ def test_cli_commands_show_the_workers(broker: str, queue_name: str,
 
 
 def broker_leftovers(broker: str, exchange: str) -> dict[str, Any]:
-    """What a client could leave in the broker: Redis keys and binding sets, or AMQP queues."""
+    """What a client could leave in the broker: Redis keys and binding sets, or AMQP queues.
+
+    Only what belongs to the test's remote-control ``exchange`` (every key naming it, and
+    each binding set's and deadline's members naming it): other suites may share the server.
+    """
     if broker.startswith("redis"):
         server = redis.Redis.from_url(broker)
         try:
@@ -212,9 +202,11 @@ def broker_leftovers(broker: str, exchange: str) -> dict[str, Any]:
             for key in sorted(server.keys()):
                 kind = server.type(key)
                 # Sets and sorted sets by member; a binding deadline's score moves on.
-                state[key.decode()] = (sorted(server.smembers(key)) if kind == b"set" else
-                                       sorted(server.zrange(key, 0, -1)) if kind == b"zset"
-                                       else kind.decode())
+                members = (server.smembers(key) if kind == b"set" else
+                           server.zrange(key, 0, -1) if kind == b"zset" else [])
+                ours = sorted(m for m in members if exchange.encode() in m)
+                if exchange in key.decode() or ours:
+                    state[key.decode()] = ours or kind.decode()
             return state
         finally:
             server.close()

@@ -504,7 +504,7 @@ def test_configured_queue_names_come_from_every_setting() -> None:
         lambda name, args, kwargs, options, task=None, **kw: None,  # a router: unreadable
         "proj.routers.route_task",
     ]
-    app.task(name="app.pinned", queue="pinned_queue")(pinned)
+    app.task(name="app.pinned", queue="pinned_queue", shared=False)(pinned)  # this app's only
     with pytest.warns(CDeprecationWarning, match="'queue' task attribute"):  # still in use
         names = configured_queue_names(app)  # the app's tasks are made here, when first used
     assert names == {

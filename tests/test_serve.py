@@ -24,10 +24,10 @@ from typing import Any
 
 import psutil
 import pytest
-from celery import Celery
 
 from celery_observe.testing import end_process, listening, listening_ports, spawn, wait_until
 
+from .conftest import answering_workers
 from .workers import REPO, WorkerProcess
 
 PREFIX = "/api/v1/celery"
@@ -105,19 +105,7 @@ class ServeProcess:
 @pytest.fixture
 def workers(broker: str, queue_name: str) -> Iterator[list[WorkerProcess]]:
     """Two observed workers on the test's queue and remote-control exchange."""
-    started = [WorkerProcess(broker, queue_name, pool="threads", concurrency=2,
-                             name=f"{queue_name}-{n}") for n in (1, 2)]
-    for worker in started:
-        worker.start()
-    probe = Celery("probe", broker=broker, set_as_current=False)
-    probe.conf.control_exchange = queue_name
-    try:
-        wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20, "both to answer")
-    finally:
-        probe.close()
-    yield started
-    for worker in started:
-        worker.stop()
+    yield from answering_workers(broker, queue_name)
 
 
 @pytest.fixture
