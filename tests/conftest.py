@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from celery_observe import stamp_publish_times
 from celery_observe.testing import listening, wait_until
@@ -110,9 +111,15 @@ def answering_workers(broker: str, queue: str,
             worker.start()
         probe = Celery("probe", broker=broker, set_as_current=False)
         probe.conf.control_exchange = queue
+
+        def both_answer() -> bool:
+            try:
+                return len(probe.control.ping(timeout=0.5)) == 2
+            except (OSError, OperationalError):  # a reset probe connection: ask again
+                return False
+
         try:
-            wait_until(lambda: len(probe.control.ping(timeout=0.5)) == 2, 20,
-                       "both workers to answer pings")
+            wait_until(both_answer, 20, "both workers to answer pings")
         finally:
             probe.close()
         yield workers
