@@ -26,6 +26,7 @@ from celery_observe.worker.pool import PoolCollector, active_and_reserved, snaps
 from celery_observe.worker.resources import ResourceMonitor, pool_child_pids
 from celery_observe.worker.task_metrics_receiver import TaskMetricsReceiver
 
+from .psutil_doubles import psutil_failing_for
 from .workers import WorkerProcess
 
 FAULTS = "celery_observe_internal_errors_total"
@@ -69,23 +70,7 @@ def test_child_psutil_denies_is_a_fault_and_the_other_child_stays(
     """A child psutil may not read is counted once per sample and left out, the rest kept."""
     denied, readable = pool_child_pids(prefork_pool)
 
-    class Process:
-        """A real psutil.Process, denied reading the memory of one child."""
-
-        def __init__(self, pid: int) -> None:
-            self._real = psutil.Process(pid)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._real, name)
-
-        def memory_info(self) -> Any:
-            if self._real.pid == denied:
-                raise psutil.AccessDenied(denied)
-            return self._real.memory_info()
-
-    fake = types.SimpleNamespace(Process=Process, NoSuchProcess=psutil.NoSuchProcess,
-                                 ZombieProcess=psutil.ZombieProcess,
-                                 AccessDenied=psutil.AccessDenied)
+    fake = psutil_failing_for(denied, psutil.AccessDenied)
     monitor = ResourceMonitor(lambda: pool_child_pids(prefork_pool), faults,
                               psutil_module=fake)
     registry.register(monitor)

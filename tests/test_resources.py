@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter
 from celery_observe.faults import FaultLog
 from celery_observe.worker.resources import THREAD_NAME, ResourceMonitor, pool_child_pids
 
+from .psutil_doubles import psutil_failing_for
+
 SLEEPER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
 FAULTS = "celery_observe_internal_errors_total"
 
@@ -183,26 +185,7 @@ def test_child_vanishing_between_listing_and_sampling_is_skipped_silently(
     """A child gone while being measured is left out and no fault is reported."""
     alive, vanishing = spawn().pid, spawn().pid
 
-    class Process:
-        """A real psutil.Process whose memory read finds the vanishing child gone."""
-
-        def __init__(self, pid: int) -> None:
-            self._real = psutil.Process(pid)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._real, name)
-
-        def memory_info(self) -> Any:
-            if self._real.pid == vanishing:
-                raise psutil.NoSuchProcess(vanishing)
-            return self._real.memory_info()
-
-    fake = types.SimpleNamespace(
-        Process=Process,
-        NoSuchProcess=psutil.NoSuchProcess,
-        ZombieProcess=psutil.ZombieProcess,
-        AccessDenied=psutil.AccessDenied,
-    )
+    fake = psutil_failing_for(vanishing, psutil.NoSuchProcess)
     _monitor(registry, faults, [alive, vanishing], psutil_module=fake).sample()
     assert _value(registry, "celery_process_threads", str(alive)) is not None
     assert _value(registry, "celery_process_threads", str(vanishing)) is None
