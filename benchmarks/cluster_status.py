@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from benchmarks.common import (
     Context,
-    Worker,
     bench_env,
     celery_command,
     cleanup_amqp,
     client_app,
+    cluster_workers,
     log,
     running,
     time_command,
@@ -36,8 +36,7 @@ RATIO_GOAL = 10.0
 
 def _measure(ctx: Context, broker: str, broker_name: str, rounds: int) -> list[Row]:
     queue = ctx.unique("status")
-    workers = [Worker(broker, queue, "prefork", 1, observe=True,
-                      hostname=f"w{index}.{queue}@localhost") for index in range(WORKERS)]
+    workers = cluster_workers(broker, queue, WORKERS)
     env = bench_env(broker, queue, 0)
     app = client_app(broker, queue)
     cluster = Cluster(app, use_cache=False)

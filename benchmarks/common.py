@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 from celery import Celery
 
 from benchmarks.appenv import BROKER_ENV, NAMES_ENV, QUEUE_ENV
@@ -106,14 +107,26 @@ class Worker(ObservedWorker):
                          remove_log=True, log_prefix="observe-bench-worker-")
 
 
+def cluster_workers(broker: str, queue: str, count: int, pool: str = "prefork",
+                    concurrency: int = 1) -> list[Worker]:
+    """``count`` observed workers sharing ``queue`` and its control exchange, each named
+    ``w<index>.<queue>@localhost``: the cluster that figures 3 and 7 ask."""
+    return [Worker(broker, queue, pool, concurrency, observe=True,
+                   hostname=f"w{index}.{queue}@localhost") for index in range(count)]
+
+
 def bench_env(broker: str, queue: str, names: int) -> dict[str, str]:
     return {**os.environ, BROKER_ENV: broker, QUEUE_ENV: queue, NAMES_ENV: str(names),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                         os.environ.get("PYTHONPATH")]))}
 
 
-class Flower:
-    """Flower (from PyPI, a benchmark-only dependency) attached to the run's broker."""
+class HttpService:
+    """A ``celery -A benchmarks.benchapp <command>`` serving HTTP on a free port, tracked for
+    :func:`reap_all`; ready once ``ready_path`` answers 200."""
+
+    name = "service"
+    ready_path = "/"
 
     def __init__(self, broker: str, queue: str) -> None:
         self.broker, self.queue = broker, queue
@@ -121,23 +134,63 @@ class Flower:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return bench_env(self.broker, self.queue, 0)
+
     def launch(self) -> None:
-        args = [sys.executable, "-m", "celery", "-A", APP, "flower", "--address=127.0.0.1",
-                f"--port={self.port}"]
-        handle, name = tempfile.mkstemp(prefix="observe-bench-flower-", suffix=".log")
+        handle, name = tempfile.mkstemp(prefix=f"observe-bench-{self.name}-", suffix=".log")
         os.close(handle)
         self.log_path = Path(name)
-        self.process = spawn(args, self.log_path, bench_env(self.broker, self.queue, 0), REPO,
-                             remove_log=True)
+        self.process = spawn(self.command(), self.log_path, self.env(), REPO, remove_log=True)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         def up() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"flower exited with {self.process.returncode}")
-            return http_get(self.port, "/healthcheck")[0] == 200
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
+            return http_get(self.port, self.ready_path)[0] == 200
 
-        wait_until(up, timeout, "flower to answer /healthcheck")
+        wait_until(up, timeout, f"{self.name} to answer {self.ready_path}")
+
+    def rss_mb(self) -> float:
+        """The resident memory of the service's process now, in MiB."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was not started: call launch() first")
+        return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
+
+
+class Flower(HttpService):
+    """Flower (from PyPI, a benchmark-only dependency) attached to the run's broker."""
+
+    name = "flower"
+    ready_path = "/healthcheck"
+
+    def command(self) -> list[str]:
+        return celery_command("flower", "--address=127.0.0.1", f"--port={self.port}")
+
+    def env(self) -> dict[str, str]:
+        # Flower 2 answers its /api only with auth set up or this; it listens on loopback.
+        return {**super().env(), "FLOWER_UNAUTHENTICATED_API": "true"}
+
+
+class ApiServer(HttpService):
+    """``celery -A benchmarks.benchapp observe serve``: the cluster HTTP API, behind uvicorn."""
+
+    name = "api"
+    ready_path = "/docs"
+    prefix = "/api/v1/celery"
+
+    def __init__(self, broker: str, queue: str, rate_limit: int = 1_000_000) -> None:
+        super().__init__(broker, queue)
+        self.rate_limit = rate_limit
+
+    def command(self) -> list[str]:
+        return celery_command("observe", "serve", "--address", "127.0.0.1", "--port",
+                              str(self.port), "--prefix", self.prefix, "--rate-limit",
+                              str(self.rate_limit))
 
 
 def flower_installed() -> bool:
@@ -149,19 +202,21 @@ def flower_installed() -> bool:
 
 
 @contextlib.contextmanager
-def running(*services: Worker | Flower) -> Iterator[None]:
-    """Start ``services`` side by side, and stop them all whatever happens meanwhile."""
+def running(*services: Worker | HttpService, timeout: float = READY_TIMEOUT) -> Iterator[None]:
+    """Start ``services`` side by side, and stop them all whatever happens meanwhile;
+    ``timeout`` bounds the wait for all of them to be ready, not for each."""
+    deadline = time.monotonic() + timeout
     try:
         for service in services:
             service.launch()
         for service in services:
-            service.wait_ready(READY_TIMEOUT)
+            service.wait_ready(max(1.0, deadline - time.monotonic()))
         yield
     finally:
         stop_all(services)
 
 
-def stop_all(services: Iterable[Worker | Flower]) -> None:
+def stop_all(services: Iterable[Worker | HttpService]) -> None:
     """Ask every service to stop at once, then wait for each (a prefork worker takes
     ~2 s); with DEFER_STOPS, only ask: the figure's end reaps them."""
     processes = [service.process for service in services if service.process is not None]
