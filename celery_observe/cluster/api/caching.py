@@ -25,15 +25,21 @@ class Rendered(NamedTuple):
     etag: str
 
 
-def render(status_code: int, data: Any) -> Rendered:
+def encode(data: Any) -> bytes:
     """JSON with sorted keys (stable ETags); values JSON cannot hold are shown as text."""
-    body = json.dumps(data, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return json.dumps(data, sort_keys=True, default=str, separators=(",", ":")).encode()
+
+
+def render(status_code: int, data: Any) -> Rendered:
+    """The body and its ETag, for an answer that is cached."""
+    body = encode(data)
     return Rendered(status_code, body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
 
 
 def json_response(status_code: int, data: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(render(status_code, data).body, status_code=status_code,
-                    media_type="application/json", headers=headers)
+    """An uncached answer: no ETag, so nothing to hash."""
+    return Response(encode(data), status_code=status_code, media_type="application/json",
+                    headers=headers)
 
 
 class ResponseCache:
