@@ -74,6 +74,7 @@ FIGURES = {
     4: "Scrape cost vs series count",
     5: "Cached status, hit vs miss",
     6: "Memory (main-process RSS)",
+    7: "Cluster HTTP API",
 }
 
 

@@ -2,9 +2,10 @@
 
     python benchmarks/run.py [--quick] [--only 1,2] [--out benchmarks/results]
 
-Needs Redis on 127.0.0.1:6379 (RabbitMQ on 127.0.0.1:5672 is used too when it runs) and,
-for the "-E + Flower" variant, ``pip install flower``. Every figure compares variants of
-the same run, so the ratios hold on any machine; the absolute numbers are this machine's.
+Needs Redis on 127.0.0.1:6379 (RabbitMQ on 127.0.0.1:5672 is used too when it runs), and
+``pip install '.[bench]'``: Flower (the "-E + Flower" variant, figure 7's anchor) and the
+API server (figure 7). Every figure compares variants of the same run, so the ratios hold
+on any machine; the absolute numbers are this machine's.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from benchmarks.results import (
 from celery_observe.testing import listening, reap_all
 
 MODULES = {1: "throughput", 2: "probes", 3: "cluster_status", 4: "scrape", 5: "cache_status",
-           6: "memory"}
+           6: "memory", 7: "api"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-db", type=int, default=14,
                         help="Redis database the benchmark owns; flushed before and after "
                              "(default 14)")
-    parser.add_argument("--no-flower", action="store_true", help="skip '-E + Flower'")
+    parser.add_argument("--no-flower", action="store_true",
+                        help="skip '-E + Flower' and figure 7's Flower anchor")
     args = parser.parse_args(argv)
     try:
         args.figures = sorted({int(x) for x in args.only.split(",") if x.strip()} or MODULES)
@@ -74,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tasks must be at least 10")
     unknown = set(args.figures) - set(MODULES)
     if unknown:
-        parser.error(f"--only: no figure {sorted(unknown)}; figures are 1 to 6")
+        parser.error(f"--only: no figure {sorted(unknown)}; figures are 1 to {max(MODULES)}")
     return args
 
 
