@@ -99,6 +99,8 @@ def _families(metrics: TaskMetrics) -> tuple[_Family, ...]:
         _Family(metrics.task_timeouts, lambda s: [((), s.timeouts)]),
         _Family(metrics.queue_wait, lambda s: [] if s.queue_wait_child is None
                 else [((), s.queue_wait_child)]),
+        _Family(metrics.last_success, lambda s: [] if s.last_success is None
+                else [((), s.last_success)]),
     )
 
 

@@ -20,6 +20,7 @@ from celery.utils.imports import symbol_by_name
 
 from ..faults import FaultLog
 from ..task_side.publish import PUBLISHED_AT_HEADER
+from .delivery import DeliveryQueues, consumed_queues
 from .outcome import REVOKED, SUCCESS, Outcome, classify_failure
 from .recorder import Recorder
 
@@ -57,6 +58,7 @@ class ObservedRequestMixin(_RequestBase):
 
     _observe_recorder: Recorder
     _observe_faults: FaultLog
+    _observe_queues: DeliveryQueues
     _observe_base: type
     _observe_started: float | None = None
     _observe_done: bool = False
@@ -72,7 +74,8 @@ class ObservedRequestMixin(_RequestBase):
             return
         self._observe_done = True
         try:
-            self._observe_recorder.finished(self.name, outcome, self._observe_started, self.id)
+            self._observe_recorder.finished(self.name, outcome, self._observe_started, self.id,
+                                            self._observe_queues(self.delivery_info))
         except Exception as exc:  # noqa: BLE001
             self._observe_faults.report("recorder", exc)
 
@@ -119,6 +122,7 @@ class TaskInstrumentation:
         self._app = app
         self._recorder = recorder
         self._faults = faults
+        self._queues = DeliveryQueues(lambda: consumed_queues(app))
         self._classes: dict[type, type] = {}
         self._originals: dict[str, tuple[Any, Any]] = {}  # name -> (task, own Request or _MISSING)
 
@@ -131,6 +135,7 @@ class TaskInstrumentation:
                 f"Observed{base.__name__}",
                 (ObservedRequestMixin, base),
                 {"_observe_recorder": self._recorder, "_observe_faults": self._faults,
+                 "_observe_queues": self._queues,
                  "_observe_base": base, "__module__": __name__},
             )
         return cls

@@ -112,6 +112,20 @@ class TaskMetrics:
             ["task_name"],
             registry=None,
         )
+        self.last_success = Gauge(
+            "celery_task_last_success_timestamp_seconds",
+            "Unix time of the task's last success on this worker; absent before the first "
+            "(for dead-man's switch alerts on periodic tasks).",
+            ["task_name"],
+            registry=None,
+        )
+        self.tasks_by_queue = Counter(
+            "celery_tasks",
+            "Tasks finished by this worker, by the queue they were delivered from and "
+            "outcome; 'other' for a delivery that names no queue the worker consumes.",
+            ["queue", "status"],
+            registry=registry,
+        )
         self.failure_rate = FailureRate()  # registered by the caller, behind a fault guard
         self.worker_info = Gauge(
             "celery_worker_info",
@@ -141,4 +155,4 @@ class TaskMetrics:
         )
         self.per_task: tuple[MetricWrapperBase, ...] = (
             self.task_total, self.task_duration, self.active_tasks, self.task_errors,
-            self.task_retries, self.task_timeouts, self.queue_wait)
+            self.task_retries, self.task_timeouts, self.queue_wait, self.last_success)

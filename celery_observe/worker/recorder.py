@@ -27,7 +27,7 @@ class TaskSeries:
     this task's rendered lines until the next change.
     """
 
-    __slots__ = ("_metrics", "active", "durations", "errors_by_type", "name",
+    __slots__ = ("_metrics", "active", "durations", "errors_by_type", "last_success", "name",
                  "queue_wait_child", "retries_by_reason", "timeouts", "total", "version")
 
     def __init__(self, metrics: TaskMetrics, name: str) -> None:
@@ -39,6 +39,7 @@ class TaskSeries:
         self.active: Gauge = metrics.active_tasks.labels(name)
         self.timeouts: Counter = metrics.task_timeouts.labels(name)
         self.queue_wait_child: Histogram | None = None  # only for tasks with stamped messages
+        self.last_success: Gauge | None = None  # absent until the first success
         self.durations: dict[str, Histogram] = {}
         self.errors_by_type: dict[str, Counter] = {}
         self.retries_by_reason: dict[str, Counter] = {}
@@ -53,6 +54,11 @@ class TaskSeries:
         if self.queue_wait_child is None:
             self.queue_wait_child = self._metrics.queue_wait.labels(self.name)
         return self.queue_wait_child
+
+    def succeeded_at(self, timestamp: float) -> None:
+        if self.last_success is None:
+            self.last_success = self._metrics.last_success.labels(self.name)
+        self.last_success.set(timestamp)
 
     def errors(self, error_type: str) -> Counter:
         child = self.errors_by_type.get(error_type)
@@ -92,6 +98,8 @@ class Recorder:
         self._series: dict[str, TaskSeries] = {}
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(STATUSES, 0)  # for /status: O(1) instead of a collect
+        # celery_tasks_total's children by queue: bounded by the queues the worker consumes
+        self._by_queue: dict[str, dict[str, Counter]] = {}
 
     def series(self, task_name: str) -> TaskSeries:
         """The series of ``task_name``, or of ``other`` past the cap on task names."""
@@ -113,16 +121,33 @@ class Recorder:
         series.version += 1  # after the change: a render that raced it is not kept
 
     def finished(self, task_name: str, outcome: Outcome, started_at: float | None,
-                 task_id: str | None = None) -> None:
-        """A task execution ended; ``started_at`` is its monotonic start, None if it never ran."""
+                 task_id: str | None = None, queue: str | None = None) -> None:
+        """A task execution ended; ``started_at`` is its monotonic start, None if it never ran.
+
+        ``queue`` is the consumed queue the task was delivered from, ``other`` for a
+        delivery that names none (see :mod:`.delivery`), None to count it under no queue.
+        """
         series = self.series(task_name)
         try:
-            self._finished(series, task_name, outcome, started_at, task_id)
+            self._finished(series, task_name, outcome, started_at, task_id, queue)
         finally:
             series.version += 1  # after the change: a render that raced it is not kept
 
+    def _queue_total(self, queue: str) -> dict[str, Counter]:
+        """The bound children of ``queue``: one dict lookup once made."""
+        if queue == OVERFLOW:
+            self.metrics.dropped_label_values.labels("queue").inc()
+        children = self._by_queue.get(queue)
+        if children is None:
+            with self._lock:
+                children = self._by_queue.get(queue)
+                if children is None:
+                    children = self._by_queue[queue] = {
+                        s: self.metrics.tasks_by_queue.labels(queue, s) for s in STATUSES}
+        return children
+
     def _finished(self, series: TaskSeries, task_name: str, outcome: Outcome,
-                  started_at: float | None, task_id: str | None) -> None:
+                  started_at: float | None, task_id: str | None, queue: str | None) -> None:
         elapsed = None if started_at is None else max(0.0, self._clock() - started_at)
         ended = self._wall_clock()
         self.history.append(FinishedTask(
@@ -138,6 +163,10 @@ class Recorder:
         if series.name != task_name:
             self.metrics.dropped_label_values.labels("task_name").inc()
         series.total[status].inc()
+        if queue is not None:
+            self._queue_total(queue)[status].inc()
+        if status == "success":
+            series.succeeded_at(ended)
         with self._lock:
             self._counts[status] += 1
         if elapsed is not None:
