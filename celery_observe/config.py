@@ -15,6 +15,7 @@ instead of running half-observed.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -46,6 +47,7 @@ class ObserveConfig:
     enabled: bool = False
     port: int = DEFAULT_PORT
     address: str = "0.0.0.0"
+    advertise_address: str | None = None
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     liveness_timeout: float = 60.0
     history_size: int = 1000
@@ -91,10 +93,28 @@ _parse_port = whole_number(0, 65535, "expected a whole number from 0 to 65535 "
 _parse_count = whole_number(1, 1_000_000, "expected a whole number from 1 to 1000000")
 
 
-def _parse_address(value: Any) -> str:
+def _word(value: Any, hint: str) -> str:
     text = str(value).strip()
     if not text or any(ch.isspace() for ch in text):
-        raise ValueError("expected an interface address such as 0.0.0.0, 127.0.0.1 or ::")
+        raise ValueError(hint)
+    return text
+
+
+def _parse_address(value: Any) -> str:
+    return _word(value, "expected an interface address such as 0.0.0.0, 127.0.0.1 or ::")
+
+
+def _parse_advertise_address(value: Any) -> str:
+    """A host others can reach: not a wildcard, and no port (Prometheus adds the port)."""
+    hint = ("expected the address or host name others reach this worker at, such as "
+            "10.0.0.5, worker1.example.com or fd00::5 (no port; not 0.0.0.0 or ::)")
+    text = _word(value, hint)
+    try:
+        refused = ipaddress.ip_address(text).is_unspecified  # 0.0.0.0 or ::, however spelled
+    except ValueError:  # a host name, where a colon means a port ("host:9540")
+        refused = ":" in text
+    if refused:
+        raise ValueError(hint)
     return text
 
 
@@ -209,6 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
             f"Port of the worker's HTTP server (default {DEFAULT_PORT}; 0 picks a free port)."),
     Setting("address", "--observe-address", _parse_address,
             "Interface the HTTP server listens on (default 0.0.0.0)."),
+    Setting("advertise_address", "--observe-advertise-address", _parse_advertise_address,
+            "Address or host name others (Prometheus) reach the HTTP server at (default: "
+            "the listening address, or this host's primary IP when that is 0.0.0.0 or ::)."),
     Setting("buckets", "--observe-buckets", _parse_buckets,
             "Task duration buckets: 'default' (1 s to 2 h), 'fast' (5 ms to 60 s) "
             "or comma-separated seconds."),

@@ -70,6 +70,32 @@ def test_invalid_values_are_refused(key: str, value: str) -> None:
         resolve_config({}, {key: value}, {})
 
 
+@pytest.mark.parametrize(("source", "expected"), [
+    (({"observe_advertise_address": "10.1.2.3"}, {}, {}), "10.1.2.3"),
+    (({}, {"observe_advertise_address": " worker1.example.com "}, {}), "worker1.example.com"),
+    (({}, {}, {"CELERY_OBSERVE_ADVERTISE_ADDRESS": "fd00::5"}), "fd00::5"),
+    (({}, {}, {}), None),
+])
+def test_advertise_address_is_read_from_every_source(
+        source: tuple[dict[str, str], dict[str, str], dict[str, str]],
+        expected: str | None) -> None:
+    """An IPv4, IPv6 address or host name from the CLI, app.conf or env; unset by default."""
+    assert resolve_config(*source).advertise_address == expected
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "0:0::0", "worker1:9540",
+                                   "10.0.0.5:9540", "[fd00::5]", "two words", " "])
+def test_advertise_address_refuses_wildcards_ports_and_blanks(value: str) -> None:
+    """Every interface, a port, brackets or spaces: refused, naming the variable and the fix."""
+    with pytest.raises(ObserveConfigError) as raised:
+        resolve_config({}, {}, {"CELERY_OBSERVE_ADVERTISE_ADDRESS": value})
+    assert str(raised.value) == (
+        f"celery-observe: environment variable CELERY_OBSERVE_ADVERTISE_ADDRESS has the value "
+        f"{value!r}, which is not valid: expected the address or host name others reach this "
+        "worker at, such as 10.0.0.5, worker1.example.com or fd00::5 (no port; not 0.0.0.0 or "
+        "::).")
+
+
 def test_enabled_accepts_the_usual_spellings() -> None:
     """Environment flags accept true/false, yes/no, on/off and 1/0."""
     for text, expected in (("yes", True), ("ON", True), ("1", True), ("off", False), ("0", False)):
