@@ -31,6 +31,16 @@ class ActiveTask(TypedDict):
     runtime_seconds: float | None
 
 
+class ProcessResources(TypedDict):
+    """One process of the worker in ``observe_status``, from the last resource sample."""
+
+    pid: int
+    role: Literal["main", "child"]
+    rss_bytes: int
+    #: User plus system CPU time the process has used since it started.
+    cpu_seconds: float
+
+
 class WorkerStatus(TypedDict):
     """``observe_status``: one worker's picture."""
 
@@ -49,6 +59,16 @@ class WorkerStatus(TypedDict):
     reserved_count: int
     counts: dict[str, int]
     ready: bool
+    #: Seconds since celery-observe started in this worker; None before it started.
+    uptime_seconds: float | None
+    #: Messages the consumer may hold unacknowledged now (its QoS value); None before it
+    #: consumes.
+    prefetch_count: int | None
+    #: The main process, then each pool child, as the last resource sample saw them (up
+    #: to ``resource_interval`` old); empty before the first sample.
+    processes: list[ProcessResources]
+    #: The sum of ``processes``' RSS; None before the first sample.
+    rss_bytes: int | None
 
 
 class WorkerHealth(TypedDict):

@@ -2,7 +2,8 @@
 
 A worker bound to every interface (the default ``0.0.0.0``) must not advertise that: it
 advertises the address of the interface its outbound traffic leaves by, found without
-sending anything (a UDP ``connect`` only picks a route).
+sending anything (a UDP ``connect`` only picks a route). Where that address is not the one
+others reach (NAT, containers), the ``advertise_address`` setting replaces it.
 """
 
 from __future__ import annotations

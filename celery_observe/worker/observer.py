@@ -97,6 +97,7 @@ class Observer:
         self.consumer: Any = None
         self.pool_name = "unknown"
         self._clock = clock
+        self._started: float | None = None
         self._last_tick: float | None = None
         self._hub: Any = None
 
@@ -120,6 +121,7 @@ class Observer:
 
     def start(self) -> None:
         """Start the resource monitor and the HTTP server (a busy port is logged, not fatal)."""
+        self._started = self._clock()
         self._each_safely("start", {"resources": getattr(self.resources, "start", None),
                                     "task metrics": self.task_code_metrics.start})
         try:
@@ -231,9 +233,13 @@ class Observer:
         return sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues)
 
     def status(self) -> WorkerStatus:
+        """The worker's picture from what it holds already: it is cached and broadcast, so
+        nothing here asks the OS (resources come from the monitor's last sample)."""
         worker = self.worker
         active, reserved = active_and_reserved(self.faults)
         now = time.time()
+        processes = [] if self.resources is None else self.resources.latest()
+        prefetch = getattr(getattr(self.consumer, "qos", None), "value", None)
         return WorkerStatus({
             "hostname": getattr(worker, "hostname", None),
             "pid": os.getpid(),
@@ -241,8 +247,8 @@ class Observer:
             "concurrency": self.concurrency,
             "celery_version": celery.__version__,
             "queues": self.queue_names(),
-            "http_address": None if self.bound_port is None else advertised_address(
-                self.config.address),
+            "http_address": None if self.bound_port is None else (
+                self.config.advertise_address or advertised_address(self.config.address)),
             "http_port": self.bound_port,
             "active": [
                 ActiveTask(id=request.id, name=request.name, worker_pid=request.worker_pid,
@@ -254,6 +260,11 @@ class Observer:
             "reserved_count": len(reserved),
             "counts": self.recorder.counts(),
             "ready": self.readiness().ok,
+            "uptime_seconds": None if self._started is None else round(
+                self._clock() - self._started, 3),
+            "prefetch_count": prefetch if isinstance(prefetch, int) else None,
+            "processes": processes,
+            "rss_bytes": sum(p["rss_bytes"] for p in processes) if processes else None,
         })
 
     def health(self) -> WorkerHealth:

@@ -1,13 +1,14 @@
 """Resource usage of the worker's main process and its pool children, sampled off the hot path.
 
 A daemon thread samples with psutil every ``interval`` seconds and swaps in an immutable
-snapshot; a scrape only formats that snapshot, so scraping costs no psutil calls and never
-raises. Child pids come from the pool object (``pool_child_pids``), not from scanning
-``/proc`` with ``psutil.Process.children()``, which alone cost ~3% throughput at one scrape
-per second. Series carry a ``process`` label (``main`` or the child's pid) and only pids of
-the last sample appear, so recycled children leave no stale series behind. A child that
-exits between listing and sampling is left out silently; any other failure to find or
-measure children is a fault, counted in ``celery_observe_internal_errors_total``.
+snapshot; a scrape, and ``observe_status`` through :meth:`ResourceMonitor.latest`, only
+format that snapshot, so neither costs a psutil call nor raises. Child pids come from the
+pool object (``pool_child_pids``), not from scanning ``/proc`` with
+``psutil.Process.children()``, which alone cost ~3% throughput at one scrape per second.
+Series carry a ``process`` label (``main`` or the child's pid) and only pids of the last
+sample appear, so recycled children leave no stale series behind. A child that exits
+between listing and sampling is left out silently; any other failure to find or measure
+children is a fault, counted in ``celery_observe_internal_errors_total``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from ..config import positive_seconds
 from ..faults import FaultLog
+from ..shapes import ProcessResources
 
 THREAD_NAME = "celery-observe-resources"
 _STOP_TIMEOUT = 0.9  # stop() returns within a second even if a sample hangs
@@ -44,9 +46,11 @@ _PER_PROCESS: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class _ProcessSample:
+    pid: int
     label: str
     rss: float
     cpu: float
+    cpu_seconds: float  # user + system since the process started
     fds: float
     threads: float
     io_read: float | None  # None: io_counters unavailable or denied for this process
@@ -167,6 +171,7 @@ class ResourceMonitor(Collector):
                 raise self._psutil.ZombieProcess(pid)  # dead, not yet reaped: all zeros
             rss = process.memory_info().rss
             cpu = process.cpu_percent(interval=None)  # since the previous call on this object
+            times = process.cpu_times()
             fds = process.num_fds()
             threads = process.num_threads()
             age = None if now is None else max(0.0, now - process.create_time())
@@ -178,8 +183,18 @@ class ResourceMonitor(Collector):
             pass  # no io_counters on this platform or for this process: omit just these
         kept[pid] = process
         return _ProcessSample(
-            label, float(rss), float(cpu), float(fds), float(threads), io_read, io_write, age
+            pid, label, float(rss), float(cpu), float(times.user + times.system), float(fds),
+            float(threads), io_read, io_write, age
         )
+
+    def latest(self) -> list[ProcessResources]:
+        """The last sample's processes, main first; ``[]`` before the first sample."""
+        snapshot = self._snapshot  # one read: a concurrent sample swaps, never mutates
+        if snapshot is None:
+            return []
+        return [ProcessResources(pid=p.pid, role="main" if p.pid == self._main_pid else "child",
+                                 rss_bytes=int(p.rss), cpu_seconds=round(p.cpu_seconds, 3))
+                for p in snapshot.processes]
 
     def collect(self) -> Iterable[Metric]:
         """Gauges from the last snapshot; nothing before the first sample, never raises."""
