@@ -34,16 +34,18 @@ ENDED = datetime(2026, 11, 23, 14, 5, 9).timestamp()
 
 WORKERS = {
     "w2@b": {"pool": "threads", "concurrency": 8, "active_count": 0, "reserved_count": 0,
-             "counts": {"success": 7, "failure": 0}, "ready": False, "http_port": None},
+             "counts": {"success": 7, "failure": 0}, "ready": False, "http_port": None,
+             "rss_bytes": None, "uptime_seconds": 42.7},
     "w1@a": {"pool": "prefork", "concurrency": 4, "active_count": 2, "reserved_count": 1,
-             "counts": {"success": 120, "failure": 3}, "ready": True, "http_port": 9808},
+             "counts": {"success": 120, "failure": 3}, "ready": True, "http_port": 9808,
+             "rss_bytes": 183 * 2**20 + 1, "uptime_seconds": 2 * 86400 + 3 * 3600 + 59},
 }
 WORKERS_TABLE = """\
-WORKER  POOL     CONC  ACTIVE  RESERVED  SUCCESS  FAILURE  READY  PORT
-------  -------  ----  ------  --------  -------  -------  -----  ----
-w1@a    prefork  4     2       1         120      3        yes    9808
-w2@b    threads  8     0       0         7        0        NO     -
-w3@c    missing  -     -       -         -        -        NO     -"""
+WORKER  POOL     CONC  ACTIVE  RESERVED  SUCCESS  FAILURE  READY  PORT  RSS     UPTIME
+------  -------  ----  ------  --------  -------  -------  -----  ----  ------  ------
+w1@a    prefork  4     2       1         120      3        yes    9808  183MiB  2d03h
+w2@b    threads  8     0       0         7        0        NO     -     -       42s
+w3@c    missing  -     -       -         -        -        NO     -     -       -"""
 
 
 def verdict(status: str, message: str, recommendations: list[str]) -> dict[str, Any]:
@@ -97,7 +99,8 @@ def test_health_text_without_queues_or_advice() -> None:
 
 
 def test_workers_table() -> None:
-    """Workers: one row per worker sorted by hostname, then the missing ones."""
+    """Workers: one row per worker sorted by hostname, then the missing ones; RSS in MiB,
+    uptime in its two largest units."""
     assert _render_workers({"workers": WORKERS, "missing": ["w3@c"]}) == WORKERS_TABLE
 
 

@@ -1,5 +1,5 @@
-"""observe_status carries processes, RSS, prefetch, uptime and the advertised address: from
-the resource monitor's last sample, never from a live psutil call."""
+"""observe_status and GET /workers/status carry processes, RSS, prefetch, uptime and the
+advertised address: from the resource monitor's last sample, never from a live psutil call."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from celery_observe.cluster.bodies import workers_status
 from celery_observe.cluster.client import Cluster
 from celery_observe.config import ObserveConfig
 from celery_observe.faults import FaultLog
@@ -22,13 +23,14 @@ from celery_observe.worker.observer import Observer
 from celery_observe.worker.resources import ResourceMonitor
 
 from .conftest import broker_url
+from .test_api import PREFIX, api
 from .workers import WorkerProcess
 
 SLEEPER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
 ADVERTISED = "10.1.2.3"
 
 
-# --- broker-free: the monitor's snapshot and the observer's fields ---------------------------
+# --- broker-free: the monitor's snapshot, the observer's fields, the API body -------------
 
 
 def test_latest_is_empty_before_the_first_sample() -> None:
@@ -106,6 +108,44 @@ def test_advertise_address_replaces_the_bound_one(app: Celery) -> None:
             "worker1.example.com", observer.bound_port)
     finally:
         observer.stop()
+
+
+def cluster_status(workers: dict[str, Any], missing: list[str]) -> Any:
+    return {"timestamp": "2026-12-01T10:27:56Z", "missing": missing, "errors": {},
+            "broker": "redis://", "workers_online": len(workers), "workers": workers,
+            "totals": {"active": 0, "reserved": 0, "concurrency": 0}, "queues": {}}
+
+
+ONLINE = {"hostname": "w1@a", "pid": 10, "pool": "prefork", "concurrency": 2,
+          "celery_version": "5.7.0", "queues": ["q"], "http_address": "fd00::5",
+          "http_port": 9540, "active": [], "active_count": 1, "reserved_count": 0,
+          "counts": {}, "ready": True, "uptime_seconds": 61.5, "prefetch_count": 8,
+          "processes": [{"pid": 10, "role": "main", "rss_bytes": 3000, "cpu_seconds": 1.0},
+                        {"pid": 11, "role": "child", "rss_bytes": 2000, "cpu_seconds": 0.5}],
+          "rss_bytes": 5000}
+
+
+def test_workers_status_body_has_resources_and_metrics_url() -> None:
+    """An online worker's entry has its prefetch, processes, RSS, uptime and a bracketed
+    IPv6 metrics_url; a missing one has None and []."""
+    body = workers_status(cluster_status({"w1@a": ONLINE}, ["w2@b"]))
+    assert body["workers"] == [
+        {"name": "w1@a", "status": "online", "pool": {"max_concurrency": 2, "busy_workers": 1},
+         "pool_type": "prefork", "queues": ["q"], "http_address": "fd00::5", "http_port": 9540,
+         "metrics_url": "http://[fd00::5]:9540/metrics", "ready": True, "prefetch_count": 8,
+         "processes": ONLINE["processes"], "rss_bytes": 5000, "uptime_seconds": 61.5},
+        {"name": "w2@b", "status": "missing", "pool": None, "pool_type": None, "queues": [],
+         "http_address": None, "http_port": None, "metrics_url": None, "ready": None,
+         "prefetch_count": None, "processes": [], "rss_bytes": None, "uptime_seconds": None}]
+
+
+def test_workers_status_body_takes_a_worker_of_an_older_version() -> None:
+    """A reply without the new fields (a rolling upgrade) gives None and [], not a 500."""
+    old = {key: value for key, value in ONLINE.items()
+           if key not in {"uptime_seconds", "prefetch_count", "processes", "rss_bytes"}}
+    entry = workers_status(cluster_status({"w1@a": old}, []))["workers"][0]
+    assert (entry["prefetch_count"], entry["processes"], entry["rss_bytes"],
+            entry["uptime_seconds"]) == (None, [], None, None)
 
 
 # --- a real prefork -c 2 worker on Redis --------------------------------------------------
@@ -187,4 +227,19 @@ def test_status_uptime_grows(cluster: Cluster, worker: WorkerProcess) -> None:
     assert first > 0
     wait_until(lambda: fresh_status(cluster, worker)["uptime_seconds"] > first, 10,
                "the uptime to grow")
+
+
+@pytest.mark.broker
+def test_advertise_address_reaches_the_api_targets_and_workers_status(
+        producer: Celery, worker: WorkerProcess) -> None:
+    """--observe-advertise-address 10.1.2.3: the API's Prometheus target and the worker's
+    metrics_url use it, with the port the worker really serves on."""
+    with api(producer) as http:
+        targets = http.get(f"{PREFIX}/prometheus/targets", params={"use_cache": "false"})
+        entry = http.get(f"{PREFIX}/workers/status").json()["workers"][0]
+    assert targets.json() == [{"targets": [f"{ADVERTISED}:{worker.port}"], "labels": {
+        "worker": worker.hostname, "pool": "prefork", "queues": worker.queue}}]
+    assert (entry["http_address"], entry["metrics_url"], entry["prefetch_count"],
+            len(entry["processes"])) == (
+        ADVERTISED, f"http://{ADVERTISED}:{worker.port}/metrics", 8, 3)
 

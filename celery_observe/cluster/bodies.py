@@ -10,7 +10,7 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from ..shapes import ClusterStatus, ClusterTask, ClusterTasks
+from ..shapes import ClusterStatus, ClusterTask, ClusterTasks, ProcessResources, WorkerStatus
 
 #: What a task id may look like: Celery's are UUIDs; custom ids are printable words.
 TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}"
@@ -59,10 +59,16 @@ class WorkerEntry(TypedDict):
     pool: PoolStatus | None
     pool_type: str | None
     queues: list[str]
-    #: Where its own /metrics is: ``http://{http_address}:{http_port}/metrics``.
+    #: The address and port of its own /metrics, as :attr:`metrics_url` joins them.
     http_address: str | None
     http_port: int | None
+    metrics_url: str | None
     ready: bool | None
+    prefetch_count: int | None
+    #: Its main process and pool children, from its last resource sample.
+    processes: list[ProcessResources]
+    rss_bytes: int | None
+    uptime_seconds: float | None
 
 
 class WorkersStatus(TypedDict):
@@ -126,16 +132,23 @@ class ScrapeTarget(TypedDict):
     labels: dict[str, str]
 
 
+def _target(worker: WorkerStatus) -> str | None:
+    """``host:port`` of the worker's own /metrics (an IPv6 host in brackets), if it serves."""
+    address = worker["http_address"]
+    if worker["http_port"] is None or not address:
+        return None
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{worker['http_port']}"
+
+
 def scrape_targets(status: ClusterStatus) -> list[ScrapeTarget]:
     """Every answering worker that serves /metrics, at the address it advertises."""
     found = []
     for name, worker in sorted(status["workers"].items()):
-        address = worker["http_address"]
-        if worker["http_port"] is None or not address:
-            continue
-        host = f"[{address}]" if ":" in address else address
-        found.append(ScrapeTarget(targets=[f"{host}:{worker['http_port']}"], labels={
-            "worker": name, "pool": worker["pool"], "queues": ",".join(worker["queues"])}))
+        target = _target(worker)
+        if target is not None:
+            found.append(ScrapeTarget(targets=[target], labels={
+                "worker": name, "pool": worker["pool"], "queues": ",".join(worker["queues"])}))
     return found
 
 
@@ -157,16 +170,26 @@ def tasks_status(tasks: ClusterTasks) -> TasksStatus:
         workers=tasks["workers"], missing=tasks["missing"], errors=tasks["errors"])
 
 
-def workers_status(status: ClusterStatus) -> WorkersStatus:
-    entries = [WorkerEntry(
+def _online(name: str, worker: WorkerStatus) -> WorkerEntry:
+    target = _target(worker)
+    return WorkerEntry(
         name=name, status="online",
         pool=PoolStatus(max_concurrency=worker["concurrency"],
                         busy_workers=worker["active_count"]),
         pool_type=worker["pool"], queues=worker["queues"], http_address=worker["http_address"],
-        http_port=worker["http_port"], ready=worker["ready"])
-        for name, worker in sorted(status["workers"].items())]
+        http_port=worker["http_port"], metrics_url=None if target is None
+        else f"http://{target}/metrics", ready=worker["ready"],
+        # .get: a worker of an older celery-observe (a rolling upgrade) has none of these
+        prefetch_count=worker.get("prefetch_count"), processes=worker.get("processes", []),
+        rss_bytes=worker.get("rss_bytes"), uptime_seconds=worker.get("uptime_seconds"))
+
+
+def workers_status(status: ClusterStatus) -> WorkersStatus:
+    entries = [_online(name, worker) for name, worker in sorted(status["workers"].items())]
     entries += [WorkerEntry(name=name, status="missing", pool=None, pool_type=None, queues=[],
-                            http_address=None, http_port=None, ready=None)
+                            http_address=None, http_port=None, metrics_url=None, ready=None,
+                            prefetch_count=None, processes=[], rss_bytes=None,
+                            uptime_seconds=None)
                 for name in status["missing"]]
     return WorkersStatus(timestamp=status["timestamp"], total_workers=len(entries),
                          online_workers=status["workers_online"], workers=entries)

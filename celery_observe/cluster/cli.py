@@ -125,19 +125,35 @@ def health(ctx: click.Context, as_json: bool, timeout: float, discovery_timeout:
     ctx.exit(EXIT_CODES.get(data["status"], EXIT_CODES[UNHEALTHY]))
 
 
+def _mebibytes(size: int | None) -> str | None:
+    return None if size is None else f"{size / 2**20:.0f}MiB"
+
+
+def _uptime(seconds: float | None) -> str | None:
+    """42s, 12m05s, 3h05m, 2d03h: the two largest units."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                      ("m", 60, "s", 1)):
+        if whole >= size:
+            return f"{whole // size}{unit}{whole % size // sub_size:02d}{sub}"
+    return f"{whole}s"
+
+
 def _render_workers(data: ClusterStatus) -> str:
     rows: list[tuple[Any, ...]] = [
         (hostname, w.get("pool"), w.get("concurrency"), w.get("active_count"),
          w.get("reserved_count"), w.get("counts", {}).get("success"),
          w.get("counts", {}).get("failure"), "yes" if w.get("ready") else "NO",
-         w.get("http_port"))
+         w.get("http_port"), _mebibytes(w.get("rss_bytes")), _uptime(w.get("uptime_seconds")))
         for hostname, w in sorted(data["workers"].items())]
-    rows += [(hostname, "missing", None, None, None, None, None, "NO", None)
+    rows += [(hostname, "missing", None, None, None, None, None, "NO", None, None, None)
              for hostname in data["missing"]]
     if not rows:
         return "No observed workers answered."
     return table(rows, ["WORKER", "POOL", "CONC", "ACTIVE", "RESERVED", "SUCCESS", "FAILURE",
-                        "READY", "PORT"])
+                        "READY", "PORT", "RSS", "UPTIME"])
 
 
 def _render_queues(queues: dict[str, QueueReport]) -> str:
