@@ -155,6 +155,13 @@ class HttpService:
 
         wait_until(up, timeout, f"{self.name} to answer {self.ready_path}")
 
+    def log(self) -> str:
+        """What the service wrote so far (empty once it stopped: the log is removed)."""
+        try:
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
     def rss_mb(self) -> float:
         """The resident memory of the service's process now, in MiB."""
         if self.process is None:
