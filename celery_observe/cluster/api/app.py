@@ -50,7 +50,7 @@ class ClusterApi:
                                discovery_timeout=settings.discovery_timeout,
                                queue_threshold=settings.queue_threshold, use_cache=False,
                                queues=settings.queues)
-        self.responses = ResponseCache()
+        self.responses = ResponseCache.for_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
 
     def read_access(self, request: Request) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ...named_caches import CACHE_SPECS
+from .shared_cache import check_url
 
 #: Seconds each endpoint's answer is cached, from the caching seed's TTLs.
 ENDPOINT_TTLS: Mapping[str, float] = MappingProxyType({
@@ -40,6 +41,10 @@ class ApiSettings:
     queue_threshold: int = 1000
     #: Queues to report beside the configured and consumed ones.
     queues: tuple[str, ...] = field(default_factory=tuple)
+    #: Redis the API's replicas share their cached answers in (``redis://host:6379/3``), so
+    #: N replicas cause one broadcast per TTL, not N; one database per cluster. Needs
+    #: ``pip install 'celery-observe[redis]'``. Not in the repr: it may hold a password.
+    shared_cache_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("token", "read_token"):
@@ -48,6 +53,8 @@ class ApiSettings:
                 raise ValueError(f"ApiSettings({name}=...): a token needs at least 16 "
                                  "characters; generate one with: python -c 'import secrets; "
                                  "print(secrets.token_urlsafe(32))'")
+        if self.shared_cache_url is not None:
+            check_url(self.shared_cache_url)
         if self.rate_limit_per_minute < 1:
             raise ValueError("ApiSettings(rate_limit_per_minute=...): expected at least 1, "
                              f"got {self.rate_limit_per_minute!r}")
