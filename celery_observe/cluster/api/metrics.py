@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Final
 
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -25,6 +25,8 @@ from ...cache_metrics import CacheCollector
 from ...named_caches import CacheSet
 from ...shapes import ClusterStatus
 from ..client import BrokerUnreachableError
+from .caching import ApiCaches
+from .shared_cache import COMPONENT, SharedCache
 
 #: Request latency buckets: a cache hit takes a millisecond, an uncached broadcast tens.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -76,6 +78,36 @@ class ClusterCollector(Collector):
         yield consumers
 
 
+class SharedCacheCollector(Collector):
+    """This replica's use of the shared cache, per cache, and the faults Redis caused."""
+
+    _FAMILIES: Final = (
+        ("hits", "Answers read from the shared cache, some after waiting for another replica."),
+        ("misses", "Answers this replica computed and stored in the shared cache."),
+        ("waits", "Misses that waited for another replica computing the same answer."),
+        ("wait_timeouts", "Waits that ended with this replica computing the answer itself."),
+    )
+
+    def __init__(self, shared: SharedCache) -> None:
+        self._shared = shared
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._shared.stats()
+        for field, doc in self._FAMILIES:
+            family = CounterMetricFamily(f"celery_observe_api_shared_cache_{field}", doc,
+                                         labels=["cache"])
+            for name, figures in stats["caches"].items():
+                family.add_metric([name], figures[field])
+            yield family
+        yield GaugeMetricFamily("celery_observe_api_shared_cache_up",
+                                "0 while the shared cache failed lately and answers come from "
+                                "memory alone.", value=int(stats["available"]))
+        faults = CounterMetricFamily("celery_observe_internal_errors",
+                                     "Faults swallowed, by component.", labels=["component"])
+        faults.add_metric([COMPONENT], stats["faults"])
+        yield faults
+
+
 class ApiMetrics:
     """The registry behind the API's ``/metrics``."""
 
@@ -83,6 +115,8 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(ClusterCollector(snapshot))
         self.registry.register(CacheCollector(caches))
+        if isinstance(caches, ApiCaches) and caches.shared is not None:
+            self.registry.register(SharedCacheCollector(caches.shared))
         self.requests = Counter("celery_observe_api_requests", "Requests answered.",
                                 ["path", "method", "status"], registry=self.registry)
         self.latency = Histogram("celery_observe_api_request_duration_seconds",
@@ -129,4 +163,4 @@ class ApiMetrics:
         return TimedRoute
 
 
-__all__ = ["ApiMetrics", "ClusterCollector"]
+__all__ = ["ApiMetrics", "ClusterCollector", "SharedCacheCollector"]
