@@ -356,11 +356,15 @@ def _prefix_option(value: str) -> str:
               help="Queue depth above which the cluster is degraded.")
 @click.option("--queue", "-Q", "queues", multiple=True, metavar="NAME",
               help="Also report this queue (repeatable).")
+@click.option("--shared-cache-url", metavar="URL",
+              help="Redis the API's replicas share cached answers in (redis://host:6379/3), "
+                   "so N replicas cause one broadcast per TTL, not N; one database per "
+                   "cluster; needs celery-observe[redis]. A password in it shows in `ps`.")
 @click.pass_context
 def serve(ctx: click.Context, port: int, address: str, token: str | None,
           read_token: str | None, show_results: bool, execute_allow: tuple[str, ...],
           prefix: str, rate_limit: int, timeout: float, discovery_timeout: float,
-          queue_threshold: int, queues: tuple[str, ...]) -> None:
+          queue_threshold: int, queues: tuple[str, ...], shared_cache_url: str | None) -> None:
     """The cluster HTTP API (the metrics guide's endpoints) on a production server (uvicorn).
 
     Logs one line per request (method, path, status, ms) and stops gracefully on SIGTERM.
@@ -379,8 +383,12 @@ def serve(ctx: click.Context, port: int, address: str, token: str | None,
         ctx.exit(2)
     from .api import ApiSettings
 
-    settings = ApiSettings(token=token, read_token=read_token, show_results=show_results,
-                           execute_allowlist=execute_allow, rate_limit_per_minute=rate_limit,
-                           timeout=timeout, discovery_timeout=discovery_timeout,
-                           queue_threshold=queue_threshold, queues=queues)
+    try:
+        settings = ApiSettings(token=token, read_token=read_token, show_results=show_results,
+                               execute_allowlist=execute_allow, rate_limit_per_minute=rate_limit,
+                               timeout=timeout, discovery_timeout=discovery_timeout,
+                               queue_threshold=queue_threshold, queues=queues,
+                               shared_cache_url=shared_cache_url)
+    except (ValueError, ImportError) as exc:  # the shared cache's URL, or no redis client
+        raise click.UsageError(str(exc)) from None
     serving.serve(app, settings, host=address, port=port, prefix=prefix)

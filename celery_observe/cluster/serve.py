@@ -175,6 +175,11 @@ def serve(app: Celery, settings: ApiSettings, *, host: str, port: int, prefix: s
                             port=port, log_config=LOG_CONFIG, access_log=False, lifespan="on",
                             server_header=False, timeout_graceful_shutdown=GRACE_SECONDS)
     server = Server(config)
+    if settings.shared_cache_url is not None:
+        from ..redaction import mask_url
+
+        logger.info("celery-observe: cached answers are shared with the other replicas through "
+                    "%s", mask_url(settings.shared_cache_url))
     if not is_loopback(host) and settings.read_token is None:
         logger.warning("celery-observe: %s is reachable from other machines and reads need "
                        "no token: give --read-token-file, or serve behind a proxy that "
