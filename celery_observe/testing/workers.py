@@ -8,28 +8,25 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
-from .metrics import Metrics, parse_metrics
+from .http import ServedOverHttp
 from .ports import listening_ports
 from .processes import kill_group, release, signal_once, spawn
 from .waits import WaitTimeoutError, wait_until
 
 #: Celery's own line once the consumer runs (``<hostname> ready.``).
 READY = re.compile(r"\S+@\S+ ready\.")
-WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 class WorkerError(AssertionError):
     """The worker exited while it was waited for, or ignored the signal to stop."""
 
 
-class ObservedWorker:
+class ObservedWorker(ServedOverHttp):
     """``celery -A <app> worker --observe`` in a subprocess of its own session.
 
     The broker reaches the app through the environment variable ``broker_env`` (Celery's
@@ -132,31 +129,6 @@ class ObservedWorker:
         return next(iter(self._ports_seen)) if len(self._ports_seen) == 1 else None
 
     # --- asking ------------------------------------------------------------------------
-
-    def url(self, path: str) -> str:
-        host = WILDCARDS.get(self.address, self.address)
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{path}"
-
-    def get(self, path: str, headers: dict[str, str] | None = None,
-            method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body) of one request; an HTTP error status is an answer too."""
-        request = urllib.request.Request(self.url(path), headers=headers or {}, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
-
-    def status_code(self, path: str) -> int | None:
-        """The status of ``GET path``, or None when nothing answers."""
-        try:
-            return self.get(path)[0]
-        except OSError:
-            return None
-
-    def metrics(self) -> Metrics:
-        """The samples ``/metrics`` serves now."""
-        return parse_metrics(self.get("/metrics")[2].decode())
 
     def log(self) -> str:
         """What the worker wrote so far (empty once a removed log is gone)."""
