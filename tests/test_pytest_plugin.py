@@ -1,0 +1,270 @@
+"""The pytest plugin: its fixtures used here directly, and in user-like runs via pytester."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from celery import Celery
+
+from celery_observe.cluster.client import Cluster
+from celery_observe.testing import InProcessWorker, MetricsReader
+from celery_observe.testing.settings import ObserveSettings, ObserveSettingsError
+from celery_observe.testing.subprocess_worker import SubprocessWorker
+
+from .workers import REPO
+
+pytest_plugins = ["pytester"]
+# Finalizing an app adds every shared task defined so far in the process; a test elsewhere
+# defines one with the deprecated `queue` attribute, whose warning is not this test's.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:(?s).*'queue' task attribute:celery.exceptions.CDeprecationWarning")
+
+app = Celery("plugin-tests", set_as_current=False)
+
+
+@app.task(name="plugin.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="plugin.boom")
+def boom() -> None:
+    raise ValueError("boom")
+
+
+@app.task(name="plugin.nap")
+def nap(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@pytest.fixture
+def observe_app() -> Celery:
+    """This file's app, for the plugin's fixtures."""
+    return app
+
+
+# --- the fixtures, used by this project's own tests -----------------------------------------
+
+def test_counts_successes_and_failures(observe_worker: InProcessWorker,
+                                       observe_metrics: MetricsReader) -> None:
+    """Three successes and a failure are counted exactly; no internal fault."""
+    assert [add.delay(1, n).get(timeout=10) for n in range(3)] == [1, 2, 3]
+    boom.delay()
+    observe_metrics.assert_task_counts("plugin.add", success=3, failure=0)
+    observe_metrics.assert_task_counts("plugin.boom", success=0, failure=1)
+    assert observe_metrics.value("celery_task_errors_total", task_name="plugin.boom",
+                                 error_type="ValueError") == 1
+    observe_metrics.assert_no_internal_faults()
+
+
+def test_a_count_not_reached_says_what_was_counted(observe_worker: InProcessWorker,
+                                                   observe_metrics: MetricsReader) -> None:
+    """A count short of the expected one fails after the wait, naming both."""
+    add.delay(1, 1).get(timeout=10)
+    with pytest.raises(AssertionError) as failure:
+        observe_metrics.assert_task_counts("plugin.add", success=2, failure=0, timeout=0.3)
+    assert str(failure.value) == (
+        "celery_task_total of 'plugin.add' on observe-worker@localhost: expected success=2 "
+        "failure=0, counted success=1 failure=0 after waiting 0.3 s")
+
+
+def test_a_count_past_the_expected_one_fails_at_once(observe_worker: InProcessWorker,
+                                                     observe_metrics: MetricsReader) -> None:
+    """Counters never go down: a count already over the expected one fails without waiting."""
+    for n in range(2):
+        add.delay(n, n).get(timeout=10)
+    observe_metrics.assert_task_counts("plugin.add", success=2)
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as failure:
+        observe_metrics.assert_task_counts("plugin.add", success=1, timeout=30)
+    assert time.monotonic() - started < 5
+    assert str(failure.value) == ("celery_task_total of 'plugin.add' on "
+                                  "observe-worker@localhost: expected success=1, counted "
+                                  "success=2")
+
+
+def test_an_unknown_status_is_refused(observe_worker: InProcessWorker,
+                                      observe_metrics: MetricsReader) -> None:
+    """assert_task_counts names the statuses it counts when given another."""
+    with pytest.raises(TypeError) as error:
+        observe_metrics.assert_task_counts("plugin.add", succeeded=1)
+    assert str(error.value) == ("assert_task_counts() counts success, failure, retry, revoked, "
+                                "rejected; not succeeded")
+
+
+def test_durations_are_checked_against_each_run(observe_worker: InProcessWorker,
+                                                observe_metrics: MetricsReader) -> None:
+    """A 0.2 s run passes a 5 s bound and fails a 0.1 s one, with the time it took."""
+    nap.delay(0.2).get(timeout=10)
+    observe_metrics.assert_duration_under("plugin.nap", 5.0)
+    with pytest.raises(AssertionError, match=r"^the slowest of 1 runs of 'plugin.nap' on "
+                       r"observe-worker@localhost took 0\.2\d\d s, not under 0\.1 s$"):
+        observe_metrics.assert_duration_under("plugin.nap", 0.1)
+
+
+def test_the_cluster_client_sees_the_test_worker(observe_worker: InProcessWorker,
+                                                 observe_cluster: Cluster) -> None:
+    """observe_cluster answers for exactly the test's worker."""
+    add.delay(2, 2).get(timeout=10)
+    status = observe_cluster.status()
+    assert sorted(status["workers"]) == ["observe-worker@localhost"]
+    assert status["workers_online"] == 1
+
+
+@pytest.mark.observe(pool="threads", concurrency=3)
+def test_the_marker_sets_pool_and_concurrency(observe_worker: InProcessWorker,
+                                              observe_metrics: MetricsReader) -> None:
+    """@pytest.mark.observe(pool="threads", concurrency=3) runs that worker in-process."""
+    assert observe_metrics.value("celery_worker_info", worker_name="observe-worker@localhost",
+                                 celery_version=__import__("celery").__version__,
+                                 pool="threads", concurrency="3") == 1
+    assert isinstance(observe_worker, InProcessWorker)
+
+
+class TestPrefork:
+    """A subprocess worker imports the app, so it is one from a module of its own."""
+
+    @pytest.fixture
+    def observe_app(self) -> Celery:
+        """tests/workerapp.py's app, which the subprocess worker imports."""
+        from . import workerapp
+        return workerapp.app
+
+    @pytest.mark.observe(pool="prefork", concurrency=2)
+    def test_prefork_runs_as_a_subprocess_worker(self, observe_app: Celery,
+                                                 observe_worker: SubprocessWorker,
+                                                 observe_metrics: MetricsReader) -> None:
+        """A prefork worker is a `celery worker` subprocess on a private filesystem broker."""
+        add, boom = (observe_app.tasks[f"tests.workerapp.{name}"] for name in ("add", "boom"))
+        assert [add.delay(3, n).get(timeout=10, interval=0.05) for n in range(2)] == [3, 4]
+        boom.delay()
+        observe_metrics.assert_task_counts("tests.workerapp.add", success=2, failure=0)
+        observe_metrics.assert_task_counts("tests.workerapp.boom", failure=1)
+        assert observe_metrics.value("celery_worker_pool_size",
+                                     worker_name="observe-worker@localhost") == 2
+        assert isinstance(observe_worker, SubprocessWorker)
+        assert observe_worker.app == "celery_observe.testing.subprocess_app"
+        observe_metrics.assert_no_internal_faults()
+
+
+def test_marker_keywords_are_checked() -> None:
+    """An unknown marker keyword or pool is refused with the ones it takes."""
+    with pytest.raises(ObserveSettingsError) as unknown:
+        ObserveSettings().with_marker({"pools": "threads"})
+    assert str(unknown.value) == ("@pytest.mark.observe() takes backend, broker, concurrency, "
+                                  "pool, queues, timeout; not pools")
+    with pytest.raises(ObserveSettingsError, match=r"^observe pool 'gevent' is not one of "
+                       r"solo, threads, prefork \(solo and threads run in the test process, "
+                       r"prefork as a `celery worker` subprocess\)$"):
+        ObserveSettings().with_marker({"pool": "gevent"})
+
+
+# --- user-like runs ---------------------------------------------------------------------------
+
+#: The plugin as `-p` loads it, for runs with entry-point autoloading off (faster: the venv
+#: also holds hypothesis' and schemathesis' plugins).
+PLUGIN = ("-p", "celery_observe.testing.pytest_plugin")
+
+USER_APP = '''
+import pytest
+from celery import Celery
+
+app = Celery("proj")
+
+
+@app.task(name="proj.add")
+def add(x, y):
+    return x + y
+
+
+@pytest.fixture
+def observe_app():
+    return app
+'''
+
+WORKER_MODULES = ("prometheus_client", "psutil", "celery_observe.worker", "celery.worker",
+                  "celery.contrib.testing", "celery.contrib.pytest")
+
+
+def loaded_after(statement: str) -> list[str]:
+    """The worker machinery a fresh interpreter has loaded after ``statement``."""
+    code = (f"import json, sys; {statement}; "
+            f"print(json.dumps(sorted(m for m in {WORKER_MODULES!r} if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=REPO, check=True)
+    loaded: list[str] = json.loads(result.stdout)
+    return loaded
+
+
+def run_alone(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+              *args: str) -> pytest.RunResult:
+    """A pytest run in a subprocess with our plugin and pytest's own only."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    return pytester.runpytest_subprocess(*PLUGIN, "-p", "no:cacheprovider", *args)
+
+
+def test_importing_the_plugin_loads_no_worker_machinery() -> None:
+    """What pytest imports at start-up loads no Celery worker, Prometheus client or psutil."""
+    assert loaded_after("import celery_observe.testing.pytest_plugin") == []
+
+
+def test_a_run_that_uses_no_fixture_loads_none(pytester: pytest.Pytester) -> None:
+    """With the plugin registered, a test using no observe_* fixture finds none of it loaded."""
+    pytester.makepyfile(test_plain=f'''
+import sys
+
+def test_nothing_loaded(pytestconfig):
+    assert pytestconfig.pluginmanager.has_plugin("celery_observe")
+    assert [m for m in {WORKER_MODULES!r} if m in sys.modules] == []
+''')
+    result = pytester.runpytest_subprocess("-p", "no:celery", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_failing_assertion_reads_as_the_test_line_and_the_counts(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's failed count shows their line and the message, none of the plugin's frames."""
+    pytester.makeconftest(USER_APP)
+    pytester.makepyfile(test_counts='''
+from conftest import add
+
+def test_two_adds(observe_worker, observe_metrics):
+    add.delay(1, 2).get(timeout=10)
+    observe_metrics.assert_task_counts("proj.add", success=2, timeout=0.2)
+''')
+    result = run_alone(pytester, monkeypatch)
+    result.assert_outcomes(failed=1)
+    errors = [line for line in result.outlines if line.startswith("E ")]
+    assert errors == ["E       AssertionError: celery_task_total of 'proj.add' on "
+                      "observe-worker@localhost: expected success=2, counted success=1 after "
+                      "waiting 0.2 s"]
+    assert "reader.py" not in result.stdout.str()
+    result.stdout.fnmatch_lines(['>       observe_metrics.assert_task_counts("proj.add", '
+                                 'success=2, timeout=0.2)'])
+
+
+def test_fixtures_list_their_one_line_help(pytester: pytest.Pytester,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pytest --fixtures` shows each observe_* fixture with its help line."""
+    result = run_alone(pytester, monkeypatch, "--fixtures")
+    assert result.ret == 0
+    out = result.stdout.str()
+    helps = {name: re.search(rf"^{name} -- .*\n    (.+)$", out, re.M) for name in (
+        "observe_config", "observe_app", "observe_worker", "observe_metrics", "observe_cluster")}
+    assert {name: match.group(1) if match else None for name, match in helps.items()} == {
+        "observe_config": "The observed test worker's settings: observe marker, then "
+                          "--observe-* options, ini.",
+        "observe_app": "Your Celery app: override this fixture, or set observe_app = "
+                       "proj.celery:app (ini).",
+        "observe_worker": "An observed worker of observe_app for this test (.hostname, .port, "
+                          ".metrics_url).",
+        "observe_metrics": "observe_worker's metrics: assert_task_counts, "
+                           "assert_duration_under, no faults.",
+        "observe_cluster": "A celery_observe.Cluster of observe_app that has found this "
+                           "test's worker.",
+    }
