@@ -268,3 +268,87 @@ def test_fixtures_list_their_one_line_help(pytester: pytest.Pytester,
         "observe_cluster": "A celery_observe.Cluster of observe_app that has found this "
                            "test's worker.",
     }
+
+
+USER_TEST = '''
+from conftest import add
+
+def test_observed(observe_worker, observe_metrics):
+    assert add.delay(2, 3).get(timeout=10) == 5
+    observe_metrics.assert_task_counts("proj.add", success=1, failure=0)
+'''
+
+
+def test_beside_celery_contrib_pytest(pytester: pytest.Pytester,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With celery's own plugin loaded, its celery_worker and our observe_worker both run."""
+    pytester.makeconftest(USER_APP)
+    pytester.makepyfile(test_observed=USER_TEST, test_celery_own='''
+def test_celery_own(celery_app, celery_worker):
+    @celery_app.task(name="own.mul")
+    def mul(x, y):
+        return x * y
+
+    celery_worker.reload()
+    assert mul.delay(4, 4).get(timeout=10) == 16
+''')
+    result = run_alone(pytester, monkeypatch, "-p", "celery.contrib.pytest")
+    result.assert_outcomes(passed=2)
+
+
+def test_beside_pytest_celery(pytester: pytest.Pytester) -> None:
+    """pytest-celery's plugin autoloads without Docker; our fixtures run beside its own."""
+    pytester.makeconftest(USER_APP)
+    pytester.makepyfile(test_observed=USER_TEST, test_plugins='''
+def test_both_loaded(pytestconfig):
+    manager = pytestconfig.pluginmanager
+    assert manager.has_plugin("celery") and manager.has_plugin("celery_observe")
+    assert manager.get_plugin("celery").__name__ == "pytest_celery.plugin"
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    listed = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fixtures")
+    for fixture in (r"^celery_worker -- .*pytest_celery/fixtures/worker\.py",
+                    r"^observe_worker -- .*celery_observe/testing/pytest_plugin\.py"):
+        listed.stdout.re_match_lines([fixture])
+
+
+def test_the_observed_docker_worker_of_pytest_celery() -> None:
+    """ObservedWorkerContainer runs pytest-celery's worker command with --observe, port out."""
+    from celery_observe.testing.containers import ObservedWorkerContainer
+
+    assert ObservedWorkerContainer.command()[-5:] == [
+        "--observe", "--observe-address", "0.0.0.0", "--observe-port", "9540"]
+    assert ObservedWorkerContainer.command()[:4] == ["celery", "-A", "app", "worker"]
+    assert ObservedWorkerContainer.ports() == {"9540/tcp": None}
+
+
+def test_each_test_gets_the_app_back_and_no_leftover_message(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a test, the app has its settings back and its queues hold none of its tasks."""
+    pytester.makeconftest(USER_APP + '''
+app.conf.task_routes = {"proj.report": {"queue": "nobody"}}
+
+
+@app.task(name="proj.report")
+def report():
+    return "done"
+''')
+    pytester.makepyfile(test_order='''
+import pytest
+from conftest import app, report
+
+def test_1_leaves_a_message_in_a_queue_nobody_consumes(observe_worker):
+    report.delay()
+
+def test_2_the_app_has_its_own_settings_back():
+    assert app.conf.broker_url is None
+    assert app.conf.control_exchange == "celery"
+
+@pytest.mark.observe(queues=["nobody"])
+def test_3_a_worker_of_that_queue_gets_nothing(observe_worker, observe_metrics):
+    assert report.delay().get(timeout=10) == "done"
+    observe_metrics.assert_task_counts("proj.report", success=1)
+''')
+    result = run_alone(pytester, monkeypatch, "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
