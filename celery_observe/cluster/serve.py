@@ -157,8 +157,10 @@ def serve(app: Celery, settings: ApiSettings, *, host: str, port: int, prefix: s
     before uvicorn starts, it also turns a signal during startup into a clean stop.
     """
     import uvicorn
+    from fastapi.responses import RedirectResponse
 
     from .api import create_app
+    from .api.events import end_streams
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -171,7 +173,14 @@ def serve(app: Celery, settings: ApiSettings, *, host: str, port: int, prefix: s
                                     url(bound_host, bound_port, prefix),
                                     url(bound_host, bound_port, "/docs"))
 
-    config = uvicorn.Config(RequestLog(create_app(app, settings, prefix=prefix)), host=host,
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            end_streams()  # open dashboard pages would hold the stop for GRACE_SECONDS
+            await super().shutdown(sockets)
+
+    web = create_app(app, settings, prefix=prefix)
+    if prefix:  # "/" is where a person looks first; the dashboard is at the prefix's root
+        web.add_api_route("/", lambda: RedirectResponse(f"{prefix}/"), include_in_schema=False)
+    config = uvicorn.Config(RequestLog(web), host=host,
                             port=port, log_config=LOG_CONFIG, access_log=False, lifespan="on",
                             server_header=False, timeout_graceful_shutdown=GRACE_SECONDS)
     server = Server(config)

@@ -240,6 +240,9 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
             timestamp=utc_timestamp(), message=message, cache_name=cache_name or "all",
             invalidated=removed))
 
+    from .dashboard import add_dashboard  # the live page at the router's root, GET /events
+
+    add_dashboard(router, api)
     return router
 
 

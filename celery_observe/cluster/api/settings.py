@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ...config import positive_seconds
 from ...named_caches import CACHE_SPECS
 from .shared_cache import check_url
 
@@ -45,6 +46,8 @@ class ApiSettings:
     #: N replicas cause one broadcast per TTL, not N; one database per cluster. Needs
     #: ``pip install 'celery-observe[redis]'``. Not in the repr: it may hold a password.
     shared_cache_url: str | None = field(default=None, repr=False)
+    #: Seconds between the dashboard's frames (``GET /events``), shared by all open pages.
+    events_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("token", "read_token"):
@@ -58,3 +61,4 @@ class ApiSettings:
         if self.rate_limit_per_minute < 1:
             raise ValueError("ApiSettings(rate_limit_per_minute=...): expected at least 1, "
                              f"got {self.rate_limit_per_minute!r}")
+        positive_seconds("ApiSettings(events_interval=...)", self.events_interval)
