@@ -16,6 +16,7 @@ from celery_observe.testing import InProcessWorker, MetricsReader
 from celery_observe.testing.settings import ObserveSettings, ObserveSettingsError
 from celery_observe.testing.subprocess_worker import SubprocessWorker
 
+from .conftest import broker_url
 from .workers import REPO
 
 pytest_plugins = ["pytester"]
@@ -170,6 +171,11 @@ def test_marker_keywords_are_checked() -> None:
 #: also holds hypothesis' and schemathesis' plugins).
 PLUGIN = ("-p", "celery_observe.testing.pytest_plugin")
 
+#: For runs that autoload entry points (to prove that ours and pytest-celery's load): the
+#: other test tools in this venv stay out (hypothesis alone takes 1.3 s to import).
+OTHER_PLUGINS_OFF = ("-p", "no:hypothesispytest", "-p", "no:schemathesis", "-p", "no:anyio",
+                     "-p", "no:cacheprovider")
+
 USER_APP = '''
 import pytest
 from celery import Celery
@@ -222,7 +228,7 @@ def test_nothing_loaded(pytestconfig):
     assert pytestconfig.pluginmanager.has_plugin("celery_observe")
     assert [m for m in {WORKER_MODULES!r} if m in sys.modules] == []
 ''')
-    result = pytester.runpytest_subprocess("-p", "no:celery", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:celery", *OTHER_PLUGINS_OFF)
     result.assert_outcomes(passed=1)
 
 
@@ -305,9 +311,9 @@ def test_both_loaded(pytestconfig):
     assert manager.has_plugin("celery") and manager.has_plugin("celery_observe")
     assert manager.get_plugin("celery").__name__ == "pytest_celery.plugin"
 ''')
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*OTHER_PLUGINS_OFF)
     result.assert_outcomes(passed=2)
-    listed = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fixtures")
+    listed = pytester.runpytest_subprocess(*OTHER_PLUGINS_OFF, "--fixtures")
     for fixture in (r"^celery_worker -- .*pytest_celery/fixtures/worker\.py",
                     r"^observe_worker -- .*celery_observe/testing/pytest_plugin\.py"):
         listed.stdout.re_match_lines([fixture])
@@ -352,3 +358,18 @@ def test_3_a_worker_of_that_queue_gets_nothing(observe_worker, observe_metrics):
 ''')
     result = run_alone(pytester, monkeypatch, "-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+@pytest.mark.broker
+def test_on_a_broker_of_your_own(pytester: pytest.Pytester,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--observe-broker puts the test worker and its client on that broker (Redis here)."""
+    url = broker_url("redis", db=13)
+    pytester.makeconftest(USER_APP)
+    pytester.makepyfile(test_observed=USER_TEST + '''
+
+def test_the_cluster_reports_the_broker(observe_worker, observe_cluster):
+    assert observe_cluster.status()["broker"] == "redis://127.0.0.1:6379/13"
+''')
+    result = run_alone(pytester, monkeypatch, f"--observe-broker={url}")
+    result.assert_outcomes(passed=2)

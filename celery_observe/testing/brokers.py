@@ -15,11 +15,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import MEMORY_BACKEND, MEMORY_BROKER, ObserveSettings
+from .settings import MEMORY_BROKER, ObserveSettings
 
 if TYPE_CHECKING:
     from celery import Celery
 
+#: Results as messages on the test's broker: ``result.get()`` returns as soon as the result
+#: is there (the cache and file backends poll every 0.5 s).
+RESULTS_BY_BROKER = "rpc://"
 #: The filesystem transport's poll for a subprocess worker: broadcasts answer in ~0.1 s.
 FILESYSTEM_POLL = 0.05
 
@@ -29,32 +32,33 @@ def configuration_for(app: Celery, settings: ObserveSettings,
     """The ``app.conf`` keys a test's worker and its client use.
 
     The default broker is the memory transport in-process and, for a subprocess worker, the
-    filesystem transport in ``folder`` (:mod:`.filesystem`'s; results as files there too),
-    for which the test process needs no server; a broker of the user's
-    own keeps the app's transport options and, unless one is given, its result backend.
+    filesystem transport in ``folder`` (:mod:`.filesystem`'s): no server either way, and
+    results travel over the broker. A broker of the user's own keeps the app's transport
+    options and, unless one is given, its result backend (``rpc://`` if it has none).
     """
     conf: dict[str, Any] = {"control_exchange": f"observe-{uuid.uuid4().hex[:12]}",
                             "broker_connection_retry_on_startup": True}
     if settings.broker:
         conf["broker_url"] = settings.broker
-        if settings.backend:
-            conf["result_backend"] = settings.backend
+        backend = settings.backend or (None if app.conf.result_backend else RESULTS_BY_BROKER)
+        if backend:
+            conf["result_backend"] = backend
         return conf
     if settings.in_process:
         options = {**(app.conf.broker_transport_options or {}), "polling_interval": 0.01}
         return {**conf, "broker_url": MEMORY_BROKER, "broker_transport_options": options,
-                "result_backend": settings.backend or MEMORY_BACKEND}
+                "result_backend": settings.backend or RESULTS_BY_BROKER}
     if folder is None:
         raise ValueError("a subprocess worker on the default broker needs a folder for it")
     from .filesystem import SCHEME  # registers the transport in this process
-    folders = {name: folder / name for name in ("queue", "processed", "control", "results")}
+    folders = {name: folder / name for name in ("queue", "processed", "control")}
     for path in folders.values():  # the filesystem transport needs its folders to exist
         path.mkdir(parents=True, exist_ok=True)
     options = {"data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
                "processed_folder": str(folders["processed"]),
                "control_folder": str(folders["control"]), "polling_interval": FILESYSTEM_POLL}
     return {**conf, "broker_url": f"{SCHEME}://localhost/", "broker_transport_options": options,
-            "result_backend": settings.backend or f"file://{folders['results']}"}
+            "result_backend": settings.backend or RESULTS_BY_BROKER}
 
 
 def consumed_queues(app: Celery, settings: ObserveSettings) -> list[str]:

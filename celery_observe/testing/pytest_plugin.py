@@ -39,8 +39,8 @@ OPTIONS = (
     ("broker", "a broker URL for the test worker (default: in-memory in the test process, "
                "a private filesystem broker for a subprocess); its test queues are purged "
                "after each test"),
-    ("backend", "a result backend URL (default: one that goes with the default broker, "
-                "else your app's own)"),
+    ("backend", "a result backend URL (default: one that goes with the default broker; "
+                "with your own broker, your app's backend, or rpc:// if it has none)"),
     ("timeout", "seconds a fixture waits for the worker and an assertion for its counts "
                 "(default 10)"),
 )

@@ -18,9 +18,6 @@ SUBPROCESS_POOLS = ("prefork",)
 #: The in-process default: kombu's memory transport, polled every 10 ms, so a broadcast is
 #: answered in milliseconds (kombu's default poll is 1 s).
 MEMORY_BROKER = "memory://localhost/"
-#: Results as messages on that broker: ``result.get()`` returns as soon as the result is
-#: there (the cache backend polls every 0.5 s).
-MEMORY_BACKEND = "rpc://"
 #: How the test process tells a subprocess worker (:mod:`.subprocess_app`) which app to
 #: import and what configuration to give it (JSON).
 APP_ENV = "CELERY_OBSERVE_TEST_APP"
@@ -39,7 +36,8 @@ class ObserveSettings:
     concurrency: int = 2
     #: ``""``: the memory broker in-process, a private filesystem broker for a subprocess.
     broker: str = ""
-    #: ``""``: with the default broker, one to match it; with your own, your app's backend.
+    #: ``""``: with the default broker, one to match it; with your own, your app's backend
+    #: (or ``rpc://`` if it has none).
     backend: str = ""
     #: The queues the worker consumes; empty: the app's ``task_queues``, or its default queue.
     queues: tuple[str, ...] = ()
