@@ -1,0 +1,1 @@
+"""The task-processing seed's setup, observed: five queues, routes, retries, beat, load."""
