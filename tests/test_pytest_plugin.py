@@ -373,3 +373,20 @@ def test_the_cluster_reports_the_broker(observe_worker, observe_cluster):
 ''')
     result = run_alone(pytester, monkeypatch, f"--observe-broker={url}")
     result.assert_outcomes(passed=2)
+
+
+def readme_test_file() -> str:
+    """The complete test file README's "Testing your tasks" section shows."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Testing your tasks with celery-observe\n", 1)[1].split("\n## ")[0]
+    block = section.split("```python\n", 1)[1].split("```\n", 1)[0]
+    assert block.startswith("# test_tasks.py")
+    return block
+
+
+def test_the_readme_test_file_passes(pytester: pytest.Pytester,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's test file, as a user would copy it, passes: three tests."""
+    pytester.makepyfile(test_tasks=readme_test_file())
+    result = run_alone(pytester, monkeypatch)
+    result.assert_outcomes(passed=3)
