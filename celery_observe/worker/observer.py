@@ -28,6 +28,7 @@ from ..queues import QueueReader
 from ..redaction import REDACTED, Masker, TaskArgsLogFilter
 from ..shapes import ActiveTask, ScheduledTask, TaskInfo, WorkerHealth, WorkerStatus, WorkerTasks
 from .address import advertised_address
+from .delivery import consumed_queues
 from .exposition import Exposition
 from .guarded_collector import GuardedCollector
 from .history import TaskHistory
@@ -230,7 +231,7 @@ class Observer:
 
     def queue_names(self) -> list[str]:
         """The queues this worker consumes."""
-        return sorted(self.app.amqp.queues.consume_from or self.app.amqp.queues)
+        return sorted(consumed_queues(self.app))
 
     def status(self) -> WorkerStatus:
         """The worker's picture from what it holds already: it is cached and broadcast, so
