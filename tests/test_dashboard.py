@@ -150,13 +150,13 @@ class ApiServer:
 @pytest.fixture(scope="module")
 def redis() -> str:
     """Broker and result backend, in a Redis database of this module's own."""
-    return broker_url("redis", db=13)
+    return broker_url("redis", db=10)
 
 
 @pytest.fixture(scope="module")
 def queue_name() -> str:
     """The module's queue (its workers are shared by its tests: they take seconds to start)."""
-    return f"observe-test-{uuid.uuid4().hex[:12]}"
+    return f"dash-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +343,38 @@ def test_a_screenshot_at_1280x800_is_written(
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1280, 800)
     assert page.errors == []
+
+
+@pytest.mark.broker
+def test_frames_reuse_the_pages_nodes(page: Page, api: ApiServer, producer: Celery,
+                                      workers: list[WorkerProcess]) -> None:
+    """Ten frames later the page holds as many DOM nodes as before: rows are reused."""
+    for n in range(25):  # a full history (the frame carries 20) that stays full
+        producer.send_task("tests.workerapp.add", (n, n))
+    page.open(api.url)
+    wait_until(lambda: len(page.table("history-rows")) == 20, 20, "20 history rows")
+    page.wait_frames(page.frames() + 1)
+    nodes = page.tab.evaluate("() => document.getElementsByTagName('*').length")
+    page.wait_frames(page.frames() + 10)
+    assert page.tab.evaluate("() => document.getElementsByTagName('*').length") == nodes
+
+
+@pytest.mark.broker
+def test_at_phone_width_the_page_is_one_column(
+        browser: Any, api: ApiServer, workers: list[WorkerProcess]) -> None:
+    """At 390 px every section starts at the same left edge and nothing scrolls sideways."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        tab = context.new_page()
+        tab.goto(api.url)
+        tab.wait_for_selector('#main:not([data-frames="0"])', state="attached")
+        lefts = tab.evaluate(
+            "() => [...document.querySelectorAll('main > section')]"
+            ".map((s) => Math.round(s.getBoundingClientRect().left))")
+        assert len(lefts) == 7 and len(set(lefts)) == 1
+        assert tab.evaluate("() => document.documentElement.scrollWidth") == 390
+    finally:
+        context.close()
 
 
 @pytest.mark.broker
