@@ -531,16 +531,18 @@ def test_with_the_shared_redis_stopped_both_replicas_answer_from_their_own_cache
 
 def test_without_the_redis_client_serve_exits_2_with_the_install_command(
         tmp_path: Path) -> None:
-    """`observe serve --shared-cache-url` with no redis package: exit 2 and the pip command."""
+    """A shared cache URL (from $CELERY_OBSERVE_SHARED_CACHE_URL, which `ps` does not show)
+    with no redis package: exit 2 and the pip command."""
     stub = tmp_path / "redis"
     stub.mkdir()
     (stub / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'redis'\", name='redis')\n")
     path = os.pathsep.join(filter(None, [str(tmp_path), str(REPO), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tests.workerapp", "observe", "serve",
-         "--shared-cache-url", f"redis://:{PASSWORD}@127.0.0.1:6379/3"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+        [sys.executable, "-m", "celery", "-A", "tests.workerapp", "observe", "serve"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": path,
+                       "CELERY_OBSERVE_SHARED_CACHE_URL": f"redis://:{PASSWORD}@127.0.0.1:6379/3"},
+        capture_output=True, text=True,
         timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "pip install 'celery-observe[redis]'" in result.stderr

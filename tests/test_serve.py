@@ -279,6 +279,13 @@ def test_a_short_token_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "python -c 'import secrets; print(secrets.token_urlsafe(32))' >" in result.stderr
 
 
+def test_an_events_interval_under_a_tenth_of_a_second_is_a_usage_error() -> None:
+    """`--events-interval 0.05`: exit 2, naming the option and its range."""
+    result = run_serve("--events-interval", "0.05")
+    assert result.returncode == 2, result.stderr
+    assert "--events-interval" in result.stderr and "0.1" in result.stderr
+
+
 def test_a_missing_token_file_is_a_usage_error(tmp_path: Path) -> None:
     """A token file that does not exist: exit 2, naming it and how to make a token."""
     missing = tmp_path / "no-such-token"

@@ -356,15 +356,19 @@ def _prefix_option(value: str) -> str:
               help="Queue depth above which the cluster is degraded.")
 @click.option("--queue", "-Q", "queues", multiple=True, metavar="NAME",
               help="Also report this queue (repeatable).")
-@click.option("--shared-cache-url", metavar="URL",
+@click.option("--shared-cache-url", metavar="URL", envvar="CELERY_OBSERVE_SHARED_CACHE_URL",
               help="Redis the API's replicas share cached answers in (redis://host:6379/3), "
                    "so N replicas cause one broadcast per TTL, not N; one database per "
-                   "cluster; needs celery-observe[redis]. A password in it shows in `ps`.")
+                   "cluster; needs celery-observe[redis]. Give a URL with a password in "
+                   "$CELERY_OBSERVE_SHARED_CACHE_URL, which `ps` does not show.")
+@click.option("--events-interval", type=click.FloatRange(min=0.1), default=5.0,
+              show_default=True, help="Seconds between the dashboard's live updates.")
 @click.pass_context
 def serve(ctx: click.Context, port: int, address: str, token: str | None,
           read_token: str | None, show_results: bool, execute_allow: tuple[str, ...],
           prefix: str, rate_limit: int, timeout: float, discovery_timeout: float,
-          queue_threshold: int, queues: tuple[str, ...], shared_cache_url: str | None) -> None:
+          queue_threshold: int, queues: tuple[str, ...], shared_cache_url: str | None,
+          events_interval: float) -> None:
     """The cluster HTTP API (the metrics guide's endpoints) on a production server (uvicorn).
 
     Logs one line per request (method, path, status, ms) and stops gracefully on SIGTERM.
@@ -388,7 +392,8 @@ def serve(ctx: click.Context, port: int, address: str, token: str | None,
                                execute_allowlist=execute_allow, rate_limit_per_minute=rate_limit,
                                timeout=timeout, discovery_timeout=discovery_timeout,
                                queue_threshold=queue_threshold, queues=queues,
-                               shared_cache_url=shared_cache_url)
+                               shared_cache_url=shared_cache_url,
+                               events_interval=events_interval)
     except (ValueError, ImportError) as exc:  # the shared cache's URL, or no redis client
         raise click.UsageError(str(exc)) from None
     serving.serve(app, settings, host=address, port=port, prefix=prefix)
