@@ -59,12 +59,16 @@ def test_settings_table_spells_every_setting_as_the_code() -> None:
 
 
 def test_setting_defaults_are_the_documented_ones() -> None:
-    """Off, 9540, 0.0.0.0, 1 s..2 h buckets, 60 s, 1000, 30 s, 1000, all, none, off."""
+    """Off, 9540, 0.0.0.0, 5 ms..2 h buckets, 60 s, 1000, 30 s, 1000, all, none, off."""
+    guide = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
     assert resolve_config({}, {}, {}) == ObserveConfig(
         enabled=False, port=9540, address="0.0.0.0",
-        buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200), liveness_timeout=60,
-        history_size=1000, resource_interval=30, max_task_names=1000, task_names_allow=(),
-        task_names_deny=(), show_task_args=False)
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+                 600, 1800, 3600, 7200),
+        liveness_timeout=60, history_size=1000, resource_interval=30, max_task_names=1000,
+        task_names_allow=(), task_names_deny=(), show_task_args=False)
+    assert resolve_config({}, {"observe_buckets": "guide"}, {}).buckets == guide
+    assert set(guide) <= set(resolve_config({}, {}, {}).buckets)
     fast = resolve_config({}, {"observe_buckets": "fast"}, {}).buckets
     assert (fast[0], fast[-1]) == (0.005, 60)
 
