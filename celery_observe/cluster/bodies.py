@@ -10,7 +10,15 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from ..shapes import ClusterStatus, ClusterTask, ClusterTasks, ProcessResources, WorkerStatus
+from ..shapes import (
+    CacheSetStats,
+    ClusterStatus,
+    ClusterTask,
+    ClusterTasks,
+    ProcessResources,
+    QueueReport,
+    WorkerStatus,
+)
 
 #: What a task id may look like: Celery's are UUIDs; custom ids are printable words.
 TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}"
@@ -132,6 +140,66 @@ class ScrapeTarget(TypedDict):
     labels: dict[str, str]
 
 
+class ExecuteBody(TypedDict, total=False):
+    """What ``POST /tasks/{task_name}/execute`` sends the task; both may be left out."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+class _StatusBody(TypedDict):
+    enabled: bool
+    connected: bool
+    timestamp: str
+    broker_url: str
+
+
+class StatusBody(_StatusBody, total=False):
+    """``GET /status``, the status seed's body: ``error`` when the broker cannot be reached,
+    the rest when it can."""
+
+    error: str
+    workers: list[str]
+    missing_workers: list[str]
+    active_tasks: int
+    scheduled_tasks: int
+    reserved_tasks: int
+    registered_tasks: list[str]
+    worker_stats: dict[str, WorkerStatus]
+    queue_details: dict[str, QueueReport]
+
+
+class SharedCacheStats(TypedDict):
+    """This replica's figures of the cache the API's replicas share in Redis."""
+
+    url: str
+    available: bool
+    faults: int
+    caches: dict[str, dict[str, int]]
+
+
+class _CacheStatsBody(CacheSetStats):
+    timestamp: str
+
+
+class CacheStatsBody(_CacheStatsBody, total=False):
+    """``GET /cache/stats``, the caching seed's body; ``shared`` with a shared cache."""
+
+    shared: SharedCacheStats
+
+
+class ErrorBody(TypedDict):
+    """Every 4xx the endpoints raise: what was wrong and how to fix it."""
+
+    detail: str
+
+
+class BrokerDown(ErrorBody):
+    """A 503: the broker cannot be reached, so no worker can be asked."""
+
+    connected: bool
+
+
 def _target(worker: WorkerStatus) -> str | None:
     """``host:port`` of the worker's own /metrics (an IPv6 host in brackets), if it serves."""
     address = worker["http_address"]
@@ -208,3 +276,15 @@ def task_stats(tasks: ClusterTasks) -> TaskStats:
     return TaskStats(total_running=len(tasks["running"]),
                      total_scheduled=len(tasks["scheduled"]),
                      by_task_name=dict(sorted(by_name.items())))
+
+
+def status_body(status: ClusterStatus, tasks: ClusterTasks,
+                registered: list[str]) -> StatusBody:
+    """The status seed's body of a cluster the API reached; ``registered`` from its app."""
+    return StatusBody(
+        enabled=True, connected=True, timestamp=status["timestamp"],
+        broker_url=status["broker"], workers=sorted(status["workers"]),
+        missing_workers=status["missing"], active_tasks=len(tasks["running"]),
+        scheduled_tasks=len(tasks["scheduled"]), reserved_tasks=len(tasks["reserved"]),
+        registered_tasks=registered, worker_stats=status["workers"],
+        queue_details=status["queues"])

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from celery import Celery
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from ...named_caches import CACHE_SPECS
@@ -37,7 +37,38 @@ UseCache = Query(True, description="false: compute a fresh answer (rate limited)
 TaskId = Path(pattern=f"^{bodies.TASK_ID_PATTERN}$",
               description="Celery's UUID, or a custom id: 1 to 255 letters, digits and "
                           ". _ : @ -, starting with a letter or digit")
+ExecuteArguments = Body(None, description="the task's arguments; none when left out")
+#: A Prometheus page: the text format, or OpenMetrics when the scraper asks for it.
+METRICS_PAGE = {"content": {kind: {"schema": {"type": "string"}}
+                            for kind in ("text/plain", "application/openmetrics-text")}}
 
+#: Every answer other than the 2xx an endpoint may give, for the OpenAPI document.
+ANSWERS: dict[int, dict[str, Any]] = {
+    304: {"description": "Not Modified: If-None-Match named the current ETag"},
+    400: {"model": bodies.ErrorBody, "description": "an unknown cache name; the valid ones"},
+    401: {"model": bodies.ErrorBody,
+          "description": "a token is configured and the request did not bring it"},
+    403: {"model": bodies.ErrorBody, "description": "turned off: no token is configured"},
+    404: {"model": bodies.ErrorBody, "description": "no result backend or worker knows it"},
+    429: {"model": bodies.ErrorBody,
+          "description": "over the per-client rate limit of uncached or changing requests"},
+    503: {"model": bodies.BrokerDown, "description": "the broker cannot be reached"},
+}
+
+
+def answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The documented non-2xx answers ``codes``; ``described`` rewords some (``_403=``)."""
+    found: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        found[code] = {**ANSWERS[code]}
+        if f"_{code}" in described:
+            found[code]["description"] = described[f"_{code}"]
+    return found
+
+
+#: A cached read: a 304 for a current ETag, a 429 when uncached too often, a 503 without
+#: a broker; 401 behind a read token.
+READ = (304, 401, 429, 503)
 
 
 class ClusterApi:
@@ -56,6 +87,12 @@ class ClusterApi:
     def read_access(self, request: Request) -> None:
         if self.settings.read_token is not None:
             require_token(request, self.settings.read_token, purpose="reading")
+
+    def write_access(self, purpose: str) -> Any:
+        """A dependency that needs the token: checked before the request body is read."""
+        async def check(request: Request) -> None:
+            require_token(request, self.settings.token, purpose=purpose)
+        return Depends(check)
 
     def answer(self, request: Request, cache_name: str, key: str,
                compute: Callable[[], tuple[int, Any]], use_cache: bool) -> Response:
@@ -91,20 +128,22 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
                        tags=["celery-observe"], route_class=metrics.route_class())
 
     @router.get("/metrics", response_class=Response,
-                responses={200: {"content": {"text/plain": {}}}})
+                responses={200: METRICS_PAGE, **answers(401)})
     def prometheus(request: Request) -> Response:
         """The cluster as one Prometheus target: workers, every queue's depth and consumers,
         and this API's requests and caches (not the workers' task series)."""
         return metrics.response(request)
 
-    @router.get("/prometheus/targets", response_model=list[bodies.ScrapeTarget])
+    @router.get("/prometheus/targets", response_model=list[bodies.ScrapeTarget],
+                responses=answers(*READ))
     def prometheus_targets(request: Request, use_cache: bool = UseCache) -> Response:
         """Prometheus HTTP service discovery: each worker's own /metrics, with labels."""
         return api.answer(request, "worker_status", "targets",
                           lambda: (200, bodies.scrape_targets(api.cluster.status())), use_cache)
 
-    @router.get("/health", response_model=ClusterHealth,
-                responses={503: {"description": "unhealthy: no worker, or no broker"}})
+    @router.get("/health", response_model=ClusterHealth, responses={
+        **answers(304, 401, 429),
+        503: {"model": ClusterHealth, "description": "unhealthy: no worker, or no broker"}})
     def health(request: Request, use_cache: bool = UseCache) -> Response:
         """The monitoring seed's verdict: 200 healthy or degraded, 503 unhealthy."""
         def compute() -> tuple[int, Any]:
@@ -112,60 +151,56 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
             return (503 if verdict["status"] == UNHEALTHY else 200), verdict
         return api.answer(request, "health_check", "health", compute, use_cache)
 
-    @router.get("/status")
+    @router.get("/status", response_model=bodies.StatusBody, responses=answers(304, 401, 429))
     def status(request: Request, use_cache: bool = UseCache) -> Response:
         """The status seed's full body; ``connected: false`` with the error if the broker is
         down (never a 500)."""
         def compute() -> tuple[int, Any]:
+            # Two broadcasts: observe_status counts active and reserved tasks, but only
+            # observe_tasks knows the scheduled ones the seed's body counts.
             try:
                 cluster = api.cluster.status()
                 tasks = api.cluster.tasks()
             except BrokerUnreachableError as exc:
-                return 200, {"enabled": True, "connected": False, "error": str(exc),
-                             "broker_url": api.cluster.broker_url, "timestamp": utc_timestamp()}
-            return 200, {
-                "enabled": True, "connected": True, "timestamp": cluster["timestamp"],
-                "broker_url": cluster["broker"], "workers": sorted(cluster["workers"]),
-                "missing_workers": cluster["missing"],
-                "active_tasks": len(tasks["running"]),
-                "scheduled_tasks": len(tasks["scheduled"]),
-                "reserved_tasks": len(tasks["reserved"]),
-                "registered_tasks": sorted(name for name in app.tasks
-                                           if not name.startswith("celery.")),
-                "worker_stats": cluster["workers"], "queue_details": cluster["queues"]}
+                return 200, bodies.StatusBody(
+                    enabled=True, connected=False, error=str(exc),
+                    broker_url=api.cluster.broker_url, timestamp=utc_timestamp())
+            return 200, bodies.status_body(cluster, tasks, sorted(
+                name for name in app.tasks if not name.startswith("celery.")))
         return api.answer(request, "worker_status", "status", compute, use_cache)
 
-    @router.get("/workers/status", response_model=bodies.WorkersStatus)
+    @router.get("/workers/status", response_model=bodies.WorkersStatus,
+                responses=answers(*READ))
     def workers_status(request: Request, use_cache: bool = UseCache) -> Response:
         """Every worker online or missing, with its pool, queues and endpoint."""
         return api.answer(request, "worker_status", "workers",
                           lambda: (200, bodies.workers_status(api.cluster.status())), use_cache)
 
-    @router.get("/tasks/status", response_model=bodies.TasksStatus)
+    @router.get("/tasks/status", response_model=bodies.TasksStatus, responses=answers(*READ))
     def tasks_status(request: Request, use_cache: bool = UseCache) -> Response:
         """Active, reserved and scheduled tasks of every worker, with the pending totals."""
         return api.answer(request, "task_status", "tasks",
                           lambda: (200, bodies.tasks_status(api.cluster.tasks())), use_cache)
 
-    @router.get("/queues/status", response_model=ClusterQueues)
+    @router.get("/queues/status", response_model=ClusterQueues, responses=answers(*READ))
     def queues_status(request: Request, use_cache: bool = UseCache) -> Response:
         """Every configured or consumed queue: depth, consumers, unconsumed flag."""
         return api.answer(request, "queue_status", "queues",
                           lambda: (200, api.cluster.queues()), use_cache)
 
-    @router.get("/metrics/summary", response_model=ClusterSummary)
+    @router.get("/metrics/summary", response_model=ClusterSummary, responses=answers(*READ))
     def metrics_summary(request: Request, use_cache: bool = UseCache) -> Response:
         """Per worker and task name: counts, success rate, p50/p95/p99 duration."""
         return api.answer(request, "metrics_summary", "summary",
                           lambda: (200, api.cluster.summary()), use_cache)
 
-    @router.get("/stats", response_model=bodies.TaskStats)
+    @router.get("/stats", response_model=bodies.TaskStats, responses=answers(*READ))
     def stats(request: Request, use_cache: bool = UseCache) -> Response:
         """The monitoring seed's running and scheduled counts by task name."""
         return api.answer(request, "task_status", "stats",
                           lambda: (200, bodies.task_stats(api.cluster.tasks())), use_cache)
 
-    @router.get("/tasks", response_model=ClusterHistory)
+    @router.get("/tasks", response_model=ClusterHistory, responses=answers(*READ))
     def history(request: Request, limit: int = Query(50, ge=1, le=1000),
                 task: str | None = Query(None, min_length=1, max_length=255,
                                          description="a task name or glob"),
@@ -180,7 +215,7 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
             use_cache)
 
     @router.get("/tasks/{task_id}/status", response_model=bodies.TaskState,
-                responses={404: {"description": "no backend or worker knows this id"}})
+                responses=answers(*READ, 404))
     def task_status(request: Request, task_id: str = TaskId,
                     use_cache: bool = UseCache) -> Response:
         """The result backend's state of one task, and the worker holding it."""
@@ -196,40 +231,43 @@ def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRoute
             return 200, found
         return api.answer(request, "task_status", f"task:{task_id}", compute, use_cache)
 
-    @router.post("/tasks/{task_id}/revoke", response_model=bodies.Revoked, status_code=202)
+    @router.post("/tasks/{task_id}/revoke", response_model=bodies.Revoked, status_code=202,
+                 dependencies=[api.write_access("revoking tasks")],
+                 responses=answers(401, 403, 429))
     def revoke(request: Request, task_id: str = TaskId, terminate: bool = False) -> Response:
         """Revoke a waiting task, or with ``terminate=true`` kill it while it runs."""
-        require_token(request, api.settings.token, purpose="revoking tasks")
         api.limiter.check(request)
         app.control.revoke(task_id, terminate=terminate)
         api.responses.caches.invalidate("task_status")
         return json_response(202, bodies.Revoked(task_id=task_id, revoked=True,
                                                  terminate=terminate))
 
-    @router.post("/tasks/{task_name}/execute", response_model=bodies.Executed, status_code=202)
-    async def execute(request: Request, task_name: str) -> Response:
+    @router.post("/tasks/{task_name}/execute", response_model=bodies.Executed, status_code=202,
+                 dependencies=[api.write_access("executing tasks")],
+                 responses=answers(400, 401, 403, 429, _400="the body is not UTF-8 text",
+                                   _403="turned off: no token is configured; or the task "
+                                   "is not on the execute allowlist"))
+    def execute(request: Request, task_name: str,
+                body: bodies.ExecuteBody | None = ExecuteArguments) -> Response:
         """Send a task on the allowlist with ``{"args": [...], "kwargs": {...}}``."""
-        require_token(request, api.settings.token, purpose="executing tasks")
         if task_name not in api.settings.execute_allowlist:
             raise HTTPException(403, detail=f"task {task_name!r} is not on the execute "
                                 "allowlist (ApiSettings(execute_allowlist=...))")
         api.limiter.check(request)
-        body = await request.json() if await request.body() else {}
-        args, kwargs = body.get("args", []), body.get("kwargs", {})
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise HTTPException(422, detail="the body is {\"args\": [...], \"kwargs\": {...}}")
-        sent = app.send_task(task_name, args=args, kwargs=kwargs)
+        sent = app.send_task(task_name, args=(body or {}).get("args", []),
+                             kwargs=(body or {}).get("kwargs", {}))
         return json_response(202, bodies.Executed(task_id=sent.id, task_name=task_name))
 
-    @router.get("/cache/stats")
+    @router.get("/cache/stats", response_model=bodies.CacheStatsBody, responses=answers(401))
     def cache_stats() -> Response:
         """The caching seed's figures of this API's five caches."""
         return json_response(200, {"timestamp": utc_timestamp(), **api.responses.caches.stats()})
 
-    @router.post("/cache/invalidate", response_model=bodies.Invalidated)
-    def cache_invalidate(request: Request, cache_name: str | None = None) -> Response:
+    @router.post("/cache/invalidate", response_model=bodies.Invalidated,
+                 dependencies=[api.write_access("invalidating caches")],
+                 responses=answers(400, 401, 403))
+    def cache_invalidate(cache_name: str | None = None) -> Response:
         """Empty one cache, or all; an unknown name is a 400 listing the valid ones."""
-        require_token(request, api.settings.token, purpose="invalidating caches")
         if cache_name is not None and cache_name not in CACHE_SPECS:
             raise HTTPException(400, detail=f"unknown cache_name; valid names are: "
                                 f"{', '.join(CACHE_SPECS)}")
