@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -95,16 +96,18 @@ def private_redis() -> Iterator[PrivateRedis]:
     yield from running(PrivateRedis())
 
 
-def answering_workers(broker: str, queue: str,
-                      env: dict[str, str] | None = None) -> Iterator[list[WorkerProcess]]:
-    """Two observed threads workers on ``queue`` for a fixture, once both answer remote
-    control; stopped afterwards.
+def answering_workers(broker: str, queue: str, env: dict[str, str] | None = None,
+                      pool: str = "threads", stop_signal: int = signal.SIGTERM,
+                      ) -> Iterator[list[WorkerProcess]]:
+    """Two observed workers (threads, -c 2) on ``queue`` for a fixture, once both answer
+    remote control; stopped afterwards with ``stop_signal`` (SIGQUIT: without waiting for
+    their tasks).
 
     Ready for tasks is not yet subscribed to broadcasts, so it waits until both answer a
     ping, from an app of its own (kombu's Redis transport delays the broadcast that follows
     a timed-out collection on the same connection by that timeout).
     """
-    workers = [WorkerProcess(broker, queue, pool="threads", concurrency=2,
+    workers = [WorkerProcess(broker, queue, pool=pool, concurrency=2,
                              name=f"{queue}-{n}", env=env) for n in (1, 2)]
     try:
         for worker in workers:
@@ -125,4 +128,4 @@ def answering_workers(broker: str, queue: str,
         yield workers
     finally:
         for worker in workers:
-            worker.stop()
+            worker.stop(stop_signal)
