@@ -1,8 +1,10 @@
 """The client side: ask every observed worker at once and put the answers together.
 
-A broadcast returns as soon as every worker this client expects has replied (the workers
-that replied within ``forget_after`` seconds), so a healthy cluster answers in
-milliseconds; only the first call, which knows no workers yet, waits ``discovery_timeout``.
+A broadcast returns soon after every worker this client expects has replied (the workers
+that replied within ``forget_after`` seconds): it waits as long again for workers that
+joined since (see :mod:`.collect`), so a healthy cluster answers in milliseconds and a new
+worker is in the next answer; only the first call, which knows no workers yet, waits
+``discovery_timeout``.
 A worker that stops answering costs one ``timeout`` and is then reported missing until it is
 forgotten. Identical concurrent queries share one broadcast (the seeds' TTL caches).
 """
@@ -35,6 +37,7 @@ from ..shapes import (
     WorkerHealth,
     utc_timestamp,
 )
+from .collect import broadcast
 from .verdict import cluster_health
 
 if TYPE_CHECKING:
@@ -93,9 +96,6 @@ class Cluster:
         """Broadcast ``command``; returns (reply per worker, expected workers that were silent)."""
         expected = self._expected()
         replies = self._broadcast(command, arguments, expected)
-        if expected - set(replies) and len(replies) >= len(expected):
-            # New workers filled the count before a known one answered: wait for everyone.
-            replies.update(self._broadcast(command, arguments, expected | set(replies)))
         now = self._clock()
         with self._lock:
             for hostname in replies:
@@ -119,29 +119,18 @@ class Cluster:
 
     def _broadcast(self, command: str, arguments: dict[str, Any],
                    expected: set[str]) -> dict[str, Any]:
-        limit = len(expected) or None
         with self._broker_lock:
             self.broadcasts += 1
             connection = self._connection()
             try:
-                # kombu declares the reply queue before it publishes (an auto-delete queue is
-                # never a cached declaration) and deletes it after collecting, so replies
-                # always have a route and nothing stays in the broker. Declaring it here as
-                # well bound a queue of another mailbox copy, under another oid, that no one
-                # consumed or deleted: one binding left in Redis per broadcast.
-                raw = self.app.control.broadcast(
-                    command, arguments=arguments, reply=True, connection=connection,
-                    timeout=self.timeout if expected else self.discovery_timeout, limit=limit)
+                return broadcast(self.app, connection, command, arguments, expected,
+                                 self.timeout if expected else self.discovery_timeout)
             # kombu reraises a failed connect as its OperationalError, neither an OSError
             # nor one of the transport's connection_errors.
             except (OSError, OperationalError, *connection.connection_errors) as exc:
                 self._broker = None
                 connection.collect()
                 raise BrokerUnreachableError(self._describe_error(exc)) from None
-        replies: dict[str, Any] = {}
-        for reply in raw or ():
-            replies.update(reply)
-        return replies
 
     def _describe_error(self, exc: BaseException) -> str:
         return self.mask(f"{type(exc).__name__}: {exc} (broker {self.broker_url})")
