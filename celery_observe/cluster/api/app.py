@@ -79,6 +79,7 @@ class ClusterApi:
         self.settings = settings
         self.cluster = Cluster(app, timeout=settings.timeout,
                                discovery_timeout=settings.discovery_timeout,
+                               forget_after=settings.forget_after,
                                queue_threshold=settings.queue_threshold, use_cache=False,
                                queues=settings.queues)
         self.responses = ResponseCache.for_settings(settings)

@@ -39,6 +39,8 @@ class ApiSettings:
     rate_limit_per_minute: int = 120
     timeout: float = 1.0
     discovery_timeout: float = 0.25
+    #: Seconds a worker that stopped answering is reported missing, then forgotten.
+    forget_after: float = 60.0
     queue_threshold: int = 1000
     #: Queues to report beside the configured and consumed ones.
     queues: tuple[str, ...] = field(default_factory=tuple)
