@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from celery_observe.cluster.api import ApiSettings
 from celery_observe.cluster.api.caching import Rendered, ResponseCache, render
@@ -285,6 +286,27 @@ def test_redis_is_asked_again_5_s_after_a_fault() -> None:
         assert cache.stats()["faults"] == 2
     finally:
         cache.close()
+
+
+def test_the_api_closes_its_shared_cache_connections_at_shutdown(
+        private_redis: PrivateRedis) -> None:
+    """An app's lifespan ends with no connection of its own left open on the shared Redis."""
+    from fastapi.testclient import TestClient
+
+    from celery_observe.cluster.api import create_app
+
+    app = Celery("shutdown", broker="memory://", set_as_current=False)
+    web = create_app(app, ApiSettings(shared_cache_url=private_redis.url()))
+    watcher = redis.Redis.from_url(private_redis.url())
+    try:
+        with TestClient(web) as client:
+            assert client.get(f"{API}/cache/stats").status_code == 200
+            assert client.get(f"{API}/workers/status?use_cache=true").status_code in (200, 503)
+            assert len(watcher.client_list()) >= 2  # the app's connection and the watcher
+        assert len(watcher.client_list()) == 1, watcher.client_list()
+    finally:
+        watcher.close()
+        app.close()
 
 
 def test_a_replica_waits_twice_the_timeout_for_another_ones_answer() -> None:

@@ -112,7 +112,10 @@ class ClusterApi:
         return self.responses.respond(request, cache_name, key, guarded, use_cache)
 
     def close(self) -> None:
+        """The broker connection and the shared cache's Redis client, at the app's shutdown."""
         self.cluster.close()
+        if self.responses.shared is not None:
+            self.responses.shared.close()
 
 
 def observe_router(app: Celery, settings: ApiSettings | None = None) -> APIRouter:
