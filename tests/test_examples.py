@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,13 @@ def test_the_example_on_redis() -> None:
     assert COUNTS in out
     assert QUEUES in out
     assert f"CELERY_BROKER_URL={url} " in out
+
+
+def test_the_examples_own_tests_pass_with_the_observe_fixtures(tmp_path: Path) -> None:
+    """`pytest examples/taskprocessing/test_tasks.py`, as its user runs it: 2 passed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "examples/taskprocessing/test_tasks.py"], cwd=REPO, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "TASKPROCESSING_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
