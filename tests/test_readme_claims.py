@@ -122,10 +122,12 @@ def test_readyz_not_ready_body_has_status_and_reason(observer: Observer) -> None
 
 
 def test_status_has_the_documented_fields(observer: Observer) -> None:
-    """/status names host, pid, pool, concurrency, version, active, reserved, counts, ready."""
+    """/status names host, pid, pool, concurrency, version, queues, address, active,
+    reserved, counts, ready, uptime, prefetch, processes and their RSS."""
     status = json.loads(routes(observer)["/status"]({}).body)
-    assert {"hostname", "pid", "pool", "concurrency", "celery_version", "active",
-            "reserved_count", "counts", "ready"} <= set(status)
+    assert {"hostname", "pid", "pool", "concurrency", "celery_version", "queues",
+            "http_address", "http_port", "active", "reserved_count", "counts", "ready",
+            "uptime_seconds", "prefetch_count", "processes", "rss_bytes"} <= set(status)
     assert status["ready"] is False
 
 
