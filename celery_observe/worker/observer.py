@@ -80,11 +80,12 @@ class Observer:
         task_names = BoundedLabel("task_name", config.max_task_names, config.task_names_allow,
                                   config.task_names_deny)
         self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
-        self.exposition = Exposition(self.recorder, self.metrics, self.registry, self.faults)
+        self.exposition = Exposition(self.recorder, self.metrics, self.registry)
         self.task_code_metrics = TaskMetricsReceiver(
             self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
         self.caches = CacheSet(clock=clock)
-        for component, collector in (  # the failure rate is the exposition's, guarded there
+        for component, collector in (
+                ("failure rate", self.metrics.failure_rate),
                 ("pool metrics", PoolCollector(lambda: self.worker, lambda: self.consumer)),
                 ("cache metrics", CacheCollector(self.caches))):
             self.registry.register(GuardedCollector(component, collector, self.faults))
@@ -307,4 +308,5 @@ class Observer:
     def collect(self) -> Iterable[Metric]:
         """Every family ``/metrics`` shows, so ``generate_latest(observer)`` works."""
         yield from self.registry.collect()
-        yield from self.exposition.collect()
+        for metric in self.metrics.per_task:
+            yield from metric.collect()
