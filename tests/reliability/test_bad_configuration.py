@@ -15,7 +15,8 @@ from celery_observe.testing import wait_until
 from ..workers import REPO, WorkerProcess
 
 BAD_VALUES = {
-    "enabled": "maybe", "port": "http", "address": " ", "buckets": "10,1",
+    "enabled": "maybe", "port": "http", "address": " ", "advertise_address": "0.0.0.0",
+    "buckets": "10,1",
     "liveness_timeout": "0", "history_size": "0", "resource_interval": "-1",
     "max_task_names": "many", "task_names_allow": "proj.a b", "task_names_deny": "x y",
     "show_task_args": "perhaps",
