@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
+from kombu import pools
 from kombu.exceptions import OperationalError
 
 from celery_observe import stamp_publish_times
@@ -47,6 +48,22 @@ def no_publish_stamps() -> Iterator[None]:
     stamp_publish_times(False)
     yield
     stamp_publish_times(False)
+
+
+@pytest.fixture(autouse=True)
+def no_pooled_connections() -> Iterator[None]:
+    """Each test starts with no broker connection an earlier test left in kombu's pools.
+
+    Every Celery app of a process shares kombu's global pool for its broker URL
+    (``app.close()`` does not empty it), so ``app.control`` in one test could get a
+    connection another test left half-used minutes earlier: on CI, RabbitMQ had reset one
+    and a Redis one still counted a BRPOP sent 65 s before, and ``add_consumer`` failed.
+    """
+    yield
+    for group in (pools.producers, pools.connections):  # producers hold connections
+        for pool in list(group.values()):
+            pool.force_close_all(close_pool=False)
+            pool.setup()  # a blocking acquire waits for these placeholders, never adds one
 
 
 @pytest.fixture(params=sorted(BROKERS))
