@@ -80,12 +80,11 @@ class Observer:
         task_names = BoundedLabel("task_name", config.max_task_names, config.task_names_allow,
                                   config.task_names_deny)
         self.recorder = Recorder(self.metrics, self.history, task_names, clock=clock)
-        self.exposition = Exposition(self.recorder, self.metrics, self.registry)
+        self.exposition = Exposition(self.recorder, self.metrics, self.registry, self.faults)
         self.task_code_metrics = TaskMetricsReceiver(
             self.registry, self.faults, on_drop=lambda label: dropped.labels(label).inc())
         self.caches = CacheSet(clock=clock)
-        for component, collector in (
-                ("failure rate", self.metrics.failure_rate),
+        for component, collector in (  # the failure rate is the exposition's, guarded there
                 ("pool metrics", PoolCollector(lambda: self.worker, lambda: self.consumer)),
                 ("cache metrics", CacheCollector(self.caches))):
             self.registry.register(GuardedCollector(component, collector, self.faults))
@@ -308,5 +307,4 @@ class Observer:
     def collect(self) -> Iterable[Metric]:
         """Every family ``/metrics`` shows, so ``generate_latest(observer)`` works."""
         yield from self.registry.collect()
-        for metric in self.metrics.per_task:
-            yield from metric.collect()
+        yield from self.exposition.collect()
