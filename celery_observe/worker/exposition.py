@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import NamedTuple
@@ -33,7 +34,20 @@ from ..faults import FaultLog
 from ..shapes import STATUSES
 from .metrics import FailureRate, PerTaskFamily, TaskMetrics
 from .recorder import Recorder
-from .task_series import Layout, Snapshot, TaskSeries
+from .task_series import (
+    ACTIVE,
+    CREATED,
+    ERROR,
+    LAST_SUCCESS,
+    RETRY,
+    TIMEOUTS,
+    TOTALS,
+    WAIT,
+    Blocks,
+    Layout,
+    Snapshot,
+    TaskSeries,
+)
 
 #: Pieces of text: one per histogram label set, else one per family (or none).
 Pieces = tuple[bytes, ...]
@@ -83,6 +97,32 @@ def _headers(family: PerTaskFamily, openmetrics: bool) -> tuple[bytes, bytes]:
     return f"# HELP {shown} {doc}\n# TYPE {shown} {kind}\n".encode(), created.encode()
 
 
+class _Children(NamedTuple):
+    """The label sets of one task's snapshot, by family."""
+
+    durations: list[tuple[str, array[float]]]  # (status, histogram block)
+    wait: array[float] | None
+    errors: list[tuple[str, float, float]]  # (class name, value, created)
+    retries: list[tuple[str, float, float]]
+
+
+def _children(blocks: Blocks, snap: Snapshot) -> _Children:
+    durations: list[tuple[str, array[float]]] = []
+    counters: dict[str, list[tuple[str, float, float]]] = {ERROR: [], RETRY: []}
+    wait = None
+    values = snap.values
+    for block in blocks.each(snap):
+        if block.key is not None:
+            counters[block.kind].append(
+                (block.key, values[block.start], values[block.start + 1]))
+        elif block.kind == WAIT:
+            wait = values[block.start:block.start + blocks.wait.size]
+        else:
+            durations.append((STATUSES[int(block.kind)],
+                              values[block.start:block.start + blocks.duration.size]))
+    return _Children(durations, wait, counters[ERROR], counters[RETRY])
+
+
 class Rendered(NamedTuple):
     """One task's text in one format, as of ``version`` of its series."""
 
@@ -108,31 +148,33 @@ class _TaskWriter:
         labels = f'task_name="{_escape_label(name)}"'
         created = client_metrics._use_created  # prometheus_client's switch for _created
         metrics = self._metrics
-        task_created = _value(snap.created)  # of every status counter and the timeouts
+        values = snap.values
+        task_created = _value(values[CREATED])  # of every status counter and the timeouts
         kept = {} if before is None else before.histograms
         written: Written = {}
+        children = _children(metrics.blocks, snap)
         parts = (
             self._counter(metrics.task_total.name, labels, created, [
-                (extra, value, task_created)
-                for extra, value in zip(_STATUS_LABELS, snap.totals, strict=True)]),
+                (extra, value, task_created) for extra, value in
+                zip(_STATUS_LABELS, values[TOTALS:TOTALS + len(STATUSES)], strict=True)]),
             self._histogram(metrics.task_duration.name, labels, created,
                             metrics.duration_layout, kept, written, [
-                                (f',status="{status}"', values)
-                                for status, values in snap.durations.items()]),
-            self._gauge(metrics.active_tasks.name, labels, [snap.active]),
+                                (f',status="{status}"', block)
+                                for status, block in children.durations]),
+            self._gauge(metrics.active_tasks.name, labels, [values[ACTIVE]]),
             self._counter(metrics.task_errors.name, labels, created, [
-                (f',error_type="{_escape_label(key)}"', values[0], _value(values[1]))
-                for key, values in snap.errors.items()]),
+                (f',error_type="{_escape_label(key)}"', value, _value(stamp))
+                for key, value, stamp in children.errors]),
             self._counter(metrics.task_retries.name, labels, created, [
-                (f',reason="{_escape_label(key)}"', values[0], _value(values[1]))
-                for key, values in snap.retries.items()]),
+                (f',reason="{_escape_label(key)}"', value, _value(stamp))
+                for key, value, stamp in children.retries]),
             self._counter(metrics.task_timeouts.name, labels, created,
-                          [("", snap.timeouts, task_created)]),
+                          [("", values[TIMEOUTS], task_created)]),
             self._histogram(metrics.queue_wait.name, labels, created, metrics.wait_layout,
                             kept, written,
-                            [] if snap.queue_wait is None else [("", snap.queue_wait)]),
-            self._gauge(metrics.last_success.name, labels,
-                        [] if snap.last_success is None else [snap.last_success]),
+                            [] if children.wait is None else [("", children.wait)]),
+            self._gauge(metrics.last_success.name, labels, [] if math.isnan(
+                values[LAST_SUCCESS]) else [values[LAST_SUCCESS]]),
         )
         return Rendered(snap.version, tuple(lines for lines, _ in parts),
                         tuple(made for _, made in parts), written)
@@ -213,20 +255,22 @@ def _families(metrics: TaskMetrics, snaps: Sequence[tuple[str, Snapshot]]) -> li
 
     for name, snap in snaps:
         task = {"task_name": name}
-        for status, value in zip(STATUSES, snap.totals, strict=True):
-            counter(total, {**task, "status": status}, value, snap.created)
-        for status, values in snap.durations.items():
-            histogram(duration, metrics.duration_layout, {**task, "status": status}, values)
-        active.add_sample(active.name, task, snap.active)
-        for family, label, counts in ((errors, "error_type", snap.errors),
-                                      (retries, "reason", snap.retries)):
-            for key, values in counts.items():
-                counter(family, {**task, label: key}, values[0], values[1])
-        counter(timeouts, task, snap.timeouts, snap.created)
-        if snap.queue_wait is not None:
-            histogram(wait, metrics.wait_layout, task, snap.queue_wait)
-        if snap.last_success is not None:
-            last_success.add_sample(last_success.name, task, snap.last_success)
+        values = snap.values
+        children = _children(metrics.blocks, snap)
+        for status, value in zip(STATUSES, values[TOTALS:TOTALS + len(STATUSES)], strict=True):
+            counter(total, {**task, "status": status}, value, values[CREATED])
+        for status, block in children.durations:
+            histogram(duration, metrics.duration_layout, {**task, "status": status}, block)
+        active.add_sample(active.name, task, values[ACTIVE])
+        for family, label, counts in ((errors, "error_type", children.errors),
+                                      (retries, "reason", children.retries)):
+            for key, value, stamp in counts:
+                counter(family, {**task, label: key}, value, stamp)
+        counter(timeouts, task, values[TIMEOUTS], values[CREATED])
+        if children.wait is not None:
+            histogram(wait, metrics.wait_layout, task, children.wait)
+        if not math.isnan(values[LAST_SUCCESS]):
+            last_success.add_sample(last_success.name, task, values[LAST_SUCCESS])
     return families
 
 

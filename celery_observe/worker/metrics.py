@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from ..config import DEFAULT_BUCKETS
-from .task_series import Layout
+from .task_series import Blocks, Layout
 
 #: Time between publish and start: the default duration buckets, from a blink (5 ms) to a
 #: two-hour backlog, so waits and durations compare bucket by bucket.
@@ -28,18 +28,24 @@ WAIT_BUCKETS: tuple[float, ...] = DEFAULT_BUCKETS
 class FailureRate(Collector):
     """``celery_task_failure_rate``: failures per minute over the last 60 seconds.
 
-    Each task name has one array: the failures of each of the last 60 seconds (slot
-    ``second % 60``), then the last second written; slots older than that are cleared on
-    the next write. Memory per task is fixed (308 bytes) and recording a failure is O(1);
-    the sum is taken only when Prometheus scrapes.
+    Each task name has one array of 16-bit counts: the failures of each of the last 60
+    seconds (slot ``second % 60``; a count stops at 65,535 a second), then the last second
+    written (two slots); slots older than that are cleared on the next write. Memory per
+    task is fixed (124 bytes of counts) and recording a failure is O(1); the sum is taken
+    only when Prometheus scrapes.
     """
 
     WINDOW = 60
+    _MAX = 0xFFFF
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: dict[str, array[int]] = {}
+
+    @classmethod
+    def _last(cls, slots: array[int]) -> int:
+        return slots[cls.WINDOW] | slots[cls.WINDOW + 1] << 16
 
     def add(self, task_name: str) -> None:
         second = int(self._clock())
@@ -47,14 +53,18 @@ class FailureRate(Collector):
         with self._lock:
             slots = self._slots.get(task_name)
             if slots is None:
-                slots = self._slots[task_name] = array("i", [0]) * (window + 1)
-                slots[window] = second
-            last = slots[window]
+                slots = self._slots[task_name] = array("H", [0]) * (window + 2)
+                last = -window  # every slot is stale
+            else:
+                last = self._last(slots)
             if second > last:
                 for stale in range(max(last + 1, second - window + 1), second + 1):
                     slots[stale % window] = 0
-                slots[window] = last = second
-            slots[last % window] += 1  # a clock that went back counts in the latest second
+                slots[window], slots[window + 1] = second & self._MAX, second >> 16 & self._MAX
+                last = second
+            slot = last % window  # a clock that went back counts in the latest second
+            if slots[slot] < self._MAX:
+                slots[slot] += 1
 
     def per_minute(self, task_name: str) -> float:
         """Failures of ``task_name`` seen in the last 60 s (0 for an unknown name)."""
@@ -65,7 +75,7 @@ class FailureRate(Collector):
     def _sum(self, slots: array[int], now: int) -> float:
         """The slots of the seconds after ``now - WINDOW``: those up to the last written."""
         window = self.WINDOW
-        last = slots[window]
+        last = self._last(slots)
         valid = min(window, window - (now - last))  # how many seconds up to ``last``
         if valid <= 0:
             return 0.0
@@ -109,6 +119,7 @@ class TaskMetrics:
         self.registry = registry
         self.duration_layout = Layout(buckets)
         self.wait_layout = Layout(WAIT_BUCKETS)
+        self.blocks = Blocks(self.duration_layout, self.wait_layout)
         self.task_total = PerTaskFamily(
             "celery_task", "Tasks finished by this worker, by outcome.", "counter")
         self.task_duration = PerTaskFamily(

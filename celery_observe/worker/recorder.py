@@ -6,9 +6,9 @@ the task's :class:`~.task_series.TaskSeries`, and its values change under its on
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from array import array
 from collections.abc import Callable
 
 from prometheus_client import Counter
@@ -18,7 +18,20 @@ from ..shapes import STATUSES
 from .history import FinishedTask, TaskHistory
 from .metrics import TaskMetrics
 from .outcome import Outcome
-from .task_series import STATUS_INDEX, TaskSeries, new_count
+from .task_series import (
+    ACTIVE,
+    DURATION_BLOCKS,
+    ERROR,
+    LAST_SUCCESS,
+    RETRY,
+    STATUS_INDEX,
+    TIMEOUTS,
+    TOTALS,
+    WAIT,
+    TaskSeries,
+)
+
+SUCCESS_INDEX = STATUS_INDEX["success"]
 
 #: (task name, exception class) pairs with error or retry series of their own; further
 #: pairs are counted as error_type (or reason) "other" of their task.
@@ -61,14 +74,12 @@ class Recorder:
         series = self.series(task_name)
         with series.lock:
             try:
-                series.active += 1.0
+                series.values[ACTIVE] += 1.0
                 if published_at is not None:
                     now = self._wall_clock()
                     wait = max(0.0, now - published_at)  # raises before any change if bad
-                    layout = self.metrics.wait_layout
-                    if series.queue_wait is None:
-                        series.queue_wait = layout.new(now)
-                    layout.observe(series.queue_wait, wait)
+                    start = self.metrics.blocks.histogram(series, WAIT, now)
+                    self.metrics.wait_layout.observe(series.values, start, wait)
             finally:
                 series.version += 1  # a render that copied the values before is not kept
 
@@ -105,44 +116,42 @@ class Recorder:
     def _change(self, series: TaskSeries, outcome: Outcome, elapsed: float | None,
                 ended: float) -> bool:
         """Apply one outcome to ``series`` (under its lock); False if it is no outcome."""
+        values = series.values
         if elapsed is not None:
-            series.active -= 1.0
+            values[ACTIVE] -= 1.0
         if outcome.timed_out:
-            series.timeouts += 1.0
-        status = outcome.status
-        index = STATUS_INDEX.get(status)
+            values[TIMEOUTS] += 1.0
+        index = STATUS_INDEX.get(outcome.status)
         if index is None:
             return False
-        series.totals[index] += 1.0
-        if status == "success":
-            series.last_success = ended
+        values[TOTALS + index] += 1.0
+        if index == SUCCESS_INDEX:
+            values[LAST_SUCCESS] = ended
+        blocks = self.metrics.blocks
         if elapsed is not None:
-            layout = self.metrics.duration_layout
-            values = series.durations.get(status)
-            if values is None:
-                values = series.durations[status] = layout.new(ended)
-            layout.observe(values, elapsed)
+            start = blocks.histogram(series, DURATION_BLOCKS[index], ended)
+            self.metrics.duration_layout.observe(series.values, start, elapsed)
         if outcome.error_type is not None:
-            self._count(series.errors, outcome.error_type, "error_type", ended)
+            self._count(series, ERROR, outcome.error_type, "error_type", ended)
         if outcome.retry_reason is not None:
-            self._count(series.retries, outcome.retry_reason, "reason", ended)
+            self._count(series, RETRY, outcome.retry_reason, "reason", ended)
         return True
 
-    def _count(self, counts: dict[str, array[float]], class_name: str, label: str,
+    def _count(self, series: TaskSeries, kind: str, class_name: str, label: str,
                now: float) -> None:
         """Add one to ``class_name``'s counter, or to ``other``'s past the cap on pairs."""
-        values = counts.get(class_name)
-        if values is None:
+        blocks = self.metrics.blocks
+        start = blocks.counter(series, kind, class_name, None)
+        if start < 0:
             with self._lock:
                 admitted = self._pairs[label] < MAX_ERROR_SERIES
                 self._pairs[label] += admitted
             if not admitted:
                 self.metrics.dropped_label_values.labels(label).inc()
                 class_name = OVERFLOW
-                values = counts.get(class_name)
-            if values is None:
-                values = counts[class_name] = new_count(now)
-        values[0] += 1.0
+            # one copy of each name: each failure from a pool child brings its own
+            start = blocks.counter(series, kind, sys.intern(class_name), now)
+        series.values[start] += 1.0
 
     def _queue_total(self, queue: str) -> dict[str, Counter]:
         """The bound children of ``queue``: one dict lookup once made."""

@@ -1,12 +1,16 @@
-"""The series of one task name, kept compact: arrays of floats under one lock.
+"""The series of one task name, kept compact: one array of floats under one lock.
 
 prometheus_client keeps each value in an object with a lock of its own, so a histogram
-of 20 buckets is 22 objects; a worker held 12.9 KB per task name that way. Here a
-histogram is one array of floats, a task's five status counters another, and one lock per
-task name guards them all: the recorder writes under it (the main thread, or pool threads
-with the threads pool) and the exposition copies a :class:`Snapshot` under it from the
-HTTP server's render thread. The values follow prometheus_client's arithmetic (the same
-float additions in the same order), so the page says what it would say.
+of 20 buckets is 22 objects; a worker held 12.9 KB per task name that way. Here all of a
+task name's values are one array of floats: a head (created, active, timeouts, last
+success, the five status counters), then a block per histogram or labelled counter, in
+the order each first got a value. ``blocks`` names them, one character each (``0`` to
+``4`` the duration of ``STATUSES[i]``, ``w`` the queue wait, ``e`` an error type, ``r`` a
+retry reason; ``keys`` holds the class name of each ``e`` and ``r`` block, in order). One
+lock per task name guards it: the recorder writes under it (the main thread, or pool
+threads with the threads pool), and the exposition copies a :class:`Snapshot` under it
+from the HTTP server's render thread. The values follow prometheus_client's arithmetic
+(the same float additions in the same order), so the page says what it would say.
 """
 
 from __future__ import annotations
@@ -15,24 +19,28 @@ import math
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from ..shapes import STATUSES
 
-#: The index of each status in :attr:`TaskSeries.totals`.
+#: The head of every task's array.
+CREATED, ACTIVE, TIMEOUTS, LAST_SUCCESS, TOTALS = 0, 1, 2, 3, 4
+HEAD = TOTALS + len(STATUSES)
+#: The index of each status among the totals, and its block's character.
 STATUS_INDEX: dict[str, int] = {status: index for index, status in enumerate(STATUSES)}
+DURATION_BLOCKS = "01234"
+WAIT, ERROR, RETRY = "w", "e", "r"
+#: A counter block: its value, then its creation time.
+COUNTER_SIZE = 2
 
 
 class Layout:
-    """Where a histogram of ``bounds`` keeps what in its array.
+    """A histogram block: one count per bucket (not cumulative: an observation adds to
+    one slot; the exposition accumulates), the last bucket ``+Inf``, then the sum of the
+    observed values, then the creation time; positions relative to the block's start."""
 
-    One count per bucket (not cumulative: an observation adds to one slot; the
-    exposition accumulates), the last bucket being ``+Inf``, then the sum of the observed
-    values, then the Unix time the series was created.
-    """
-
-    __slots__ = ("_zeros", "bounds", "created", "sum")
+    __slots__ = ("bounds", "created", "size", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(float(bound) for bound in bounds)
@@ -41,37 +49,30 @@ class Layout:
             raise ValueError(f"histogram bounds must be finite and increasing, not {bounds!r}")
         self.sum = len(self.bounds) + 1
         self.created = self.sum + 1
-        self._zeros = array("d", [0.0]) * (self.created + 1)
+        self.size = self.created + 1
 
-    def new(self, created: float) -> array[float]:
-        values = self._zeros[:]
-        values[self.created] = created
-        return values
-
-    def observe(self, values: array[float], value: float) -> None:
+    def observe(self, values: array[float], start: int, value: float) -> None:
         """As ``Histogram.observe``: a value on a bound falls in that bound's bucket."""
-        values[self.sum] += value
-        values[bisect_left(self.bounds, value)] += 1.0
+        values[start + self.sum] += value
+        values[start + bisect_left(self.bounds, value)] += 1.0
 
 
-def new_count(created: float) -> array[float]:
-    """A counter of one label set: [value, created]."""
-    return array("d", (0.0, created))
+class Block(NamedTuple):
+    """One block of a task's array: its kind (a character of ``blocks``), its class name
+    (error and retry counters), and where it starts."""
+
+    kind: str
+    key: str | None
+    start: int
 
 
 class Snapshot(NamedTuple):
     """A consistent copy of one task's values, taken under its lock."""
 
     version: int
-    created: float
-    totals: tuple[float, ...]
-    active: float
-    timeouts: float
-    durations: dict[str, array[float]]
-    queue_wait: array[float] | None
-    last_success: float | None
-    errors: dict[str, array[float]]
-    retries: dict[str, array[float]]
+    values: array[float]
+    blocks: str
+    keys: tuple[str, ...]
 
 
 class TaskSeries:
@@ -80,32 +81,79 @@ class TaskSeries:
     ``version`` grows with every change, under the lock, so the exposition can keep this
     task's rendered lines until the next change. Every status counter and the timeouts
     counter exist from the start (``rate()`` then sees each first outcome), created at
-    ``created``; durations, errors and retries get a series when first observed, the
-    queue wait with the first stamped message, the last success with the first success.
+    ``created``; the last success is NaN until the first success.
     """
 
-    __slots__ = ("active", "created", "durations", "errors", "last_success", "lock", "name",
-                 "queue_wait", "retries", "timeouts", "totals", "version")
+    __slots__ = ("blocks", "keys", "lock", "name", "values", "version")
 
     def __init__(self, name: str, created: float) -> None:
         self.name = name
-        self.created = created
         self.version = 0
         self.lock = threading.Lock()
-        self.totals = array("d", [0.0]) * len(STATUSES)
-        self.active = 0.0
-        self.timeouts = 0.0
-        self.durations: dict[str, array[float]] = {}
-        self.queue_wait: array[float] | None = None
-        self.last_success: float | None = None
-        self.errors: dict[str, array[float]] = {}
-        self.retries: dict[str, array[float]] = {}
+        self.values = array("d", [0.0]) * HEAD
+        self.values[CREATED] = created
+        self.values[LAST_SUCCESS] = math.nan
+        self.blocks = ""
+        self.keys: tuple[str, ...] = ()
 
     def snapshot(self) -> Snapshot:
         with self.lock:
-            return Snapshot(
-                self.version, self.created, tuple(self.totals), self.active, self.timeouts,
-                {status: values[:] for status, values in self.durations.items()},
-                None if self.queue_wait is None else self.queue_wait[:], self.last_success,
-                {key: values[:] for key, values in self.errors.items()},
-                {key: values[:] for key, values in self.retries.items()})
+            return Snapshot(self.version, self.values[:], self.blocks, self.keys)
+
+
+class Blocks:
+    """Finds and adds the blocks of tasks' arrays, for one worker's histogram layouts."""
+
+    def __init__(self, duration: Layout, wait: Layout) -> None:
+        self.duration = duration
+        self.wait = wait
+
+    def _start(self, blocks: str, index: int) -> int:
+        """Where block number ``index`` starts: after the head and every block before it."""
+        before = blocks[:index]
+        waits = before.count(WAIT)
+        counters = before.count(ERROR) + before.count(RETRY)
+        durations = index - waits - counters
+        return (HEAD + durations * self.duration.size + waits * self.wait.size
+                + counters * COUNTER_SIZE)
+
+    def histogram(self, series: TaskSeries, kind: str, created: float) -> int:
+        """The start of ``series``' histogram block ``kind``, added if new (under its lock)."""
+        index = series.blocks.find(kind)
+        if index >= 0:
+            return self._start(series.blocks, index)
+        layout = self.wait if kind == WAIT else self.duration
+        return self._add(series, kind, layout.size, layout.created, created)
+
+    def counter(self, series: TaskSeries, kind: str, key: str, created: float | None) -> int:
+        """The start of ``series``' counter block (``kind``, ``key``), -1 if there is none
+        and ``created`` is None; else added (under its lock)."""
+        keys = iter(series.keys)
+        for index, block in enumerate(series.blocks):
+            if block in (ERROR, RETRY) and next(keys) == key and block == kind:
+                return self._start(series.blocks, index)
+        if created is None:
+            return -1
+        series.keys = (*series.keys, key)
+        return self._add(series, kind, COUNTER_SIZE, 1, created)
+
+    @staticmethod
+    def _add(series: TaskSeries, kind: str, size: int, created_at: int, created: float) -> int:
+        start = len(series.values)
+        block = array("d", [0.0]) * size
+        block[created_at] = created
+        series.values = series.values + block  # a new array of that size: extend() over-allocates
+        series.blocks += kind
+        return start
+
+    def each(self, snap: Snapshot) -> Iterator[Block]:
+        """Every block of a snapshot, in order."""
+        keys = iter(snap.keys)
+        start = HEAD
+        for kind in snap.blocks:
+            if kind in (ERROR, RETRY):
+                yield Block(kind, next(keys), start)
+                start += COUNTER_SIZE
+            else:
+                yield Block(kind, None, start)
+                start += (self.wait if kind == WAIT else self.duration).size
