@@ -35,12 +35,14 @@ faults are dropped silently, so instrumented task code runs anywhere.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pickle
 import re
 import struct
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -231,3 +233,44 @@ class PipeWriter:
                 if exc.errno == errno.EPIPE:  # the main process is gone
                     return
                 raise
+
+
+def _in_child(pipe: weakref.ref[ChildPipe]) -> None:
+    """At fork, in the child: write updates to the pipe (if it is still open)."""
+    alive = pipe()
+    if alive is not None:
+        alive.become_child()
+
+
+class ChildPipe:
+    """The pipe from pool children to the worker's main process.
+
+    Opened before the pool forks, so every child inherits its write end; in each child
+    forked while it is open, updates go to a :class:`PipeWriter` on it. It loads nothing
+    of the worker's, so a worker can open it before its pool forks and build everything
+    that reads it after: its children then do not carry that in their memory.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd: int | None
+        self.write_fd: int | None
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        # A weak reference: at-fork hooks live as long as the process, and a process that
+        # builds many workers (a test session) must not keep every pipe alive.
+        os.register_at_fork(after_in_child=functools.partial(_in_child, weakref.ref(self)))
+
+    def become_child(self) -> None:
+        """In a forked pool child: close the read end and send updates down the pipe."""
+        if self.read_fd is None or self.write_fd is None:
+            return
+        os.close(self.read_fd)
+        self.read_fd = None
+        set_sink(PipeWriter(self.write_fd))
+
+    def close(self) -> None:
+        """Close both ends that are open; idempotent."""
+        for fd in (self.read_fd, self.write_fd):
+            if fd is not None:
+                os.close(fd)
+        self.read_fd = self.write_fd = None

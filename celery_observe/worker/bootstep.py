@@ -21,6 +21,7 @@ from . import control  # noqa: F401 - registers the observe_* remote-control com
 if TYPE_CHECKING:
     from celery import Celery
 
+    from ..task_side.metrics import ChildPipe
     from .observer import Observer
 
 logger = logging.getLogger("celery_observe")
@@ -28,12 +29,15 @@ _OBSERVER_ATTRIBUTE = "celery_observe"  # where the worker keeps its Observer
 
 
 class ObserveStep(bootsteps.StartStopStep):
-    """Worker step: builds the :class:`Observer`, which it then starts, stops and terminates.
+    """Worker step: builds the :class:`Observer` and starts, stops and terminates it.
 
     It requires the pool, so it starts after the pool's processes were forked (they do not
-    inherit the listening socket) and before the consumer starts taking tasks. As Celery's
-    own steps do, ``create()`` returns the object the step runs, and ``StartStopStep``
-    delegates ``start``, ``stop`` and ``terminate`` (cold shutdown) to it.
+    inherit the listening socket) and before the consumer starts taking tasks. ``create()``
+    only opens the pipe task metrics come through from pool children, which must exist
+    before they fork; the Observer, with prometheus_client and everything else it loads, is
+    built in ``start()``, after the fork, so the children do not carry it (1.5 MB each).
+    As in Celery's own steps, ``StartStopStep`` delegates ``stop`` and ``terminate`` (cold
+    shutdown) to the object the step runs.
     """
 
     label = "celery-observe"
@@ -47,17 +51,29 @@ class ObserveStep(bootsteps.StartStopStep):
                 # `celery worker`: a usage error (exit 2) with the message, no traceback.
                 raise click.UsageError(str(exc)) from None
             raise
+        self._pipe: ChildPipe | None = None
         super().__init__(worker, **options)
 
     def include_if(self, worker: Any) -> bool:
         return self.config.enabled
 
-    def create(self, worker: Any) -> Observer | None:
+    def create(self, worker: Any) -> None:
+        from ..task_side.metrics import ChildPipe
+
+        self._pipe = ChildPipe()  # before the pool forks: every child inherits its write end
+
+    def start(self, worker: Any) -> None:
+        self.obj = self._observer(worker)
+        if self.obj is not None:
+            self.obj.start()
+
+    def _observer(self, worker: Any) -> Observer | None:
         from .observer import Observer  # only workers that observe pay for its imports
 
         observer = None
         try:
             observer = Observer(worker.app, self.config)
+            observer.task_code_metrics.open_pipe(self._pipe)
             observer.attach(worker)
         except Exception as exc:  # noqa: BLE001 - the worker runs on, unobserved
             detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -66,6 +82,8 @@ class ObserveStep(bootsteps.StartStopStep):
                          Masker.for_app(worker.app)(detail.rstrip()))  # a URL may be in it
             if observer is not None:
                 observer.stop()  # gives the tasks their own request classes back
+            if self._pipe is not None:
+                self._pipe.close()
             return None
         setattr(worker, _OBSERVER_ATTRIBUTE, observer)
         return observer

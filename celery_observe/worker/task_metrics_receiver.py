@@ -7,12 +7,10 @@ process (threads and solo pools) it is applied directly. See that module for why
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import select
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -21,14 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ..cardinality import OVERFLOW, BoundedLabel
 from ..faults import FaultLog
 from ..task_side import metrics as task_side
-from ..task_side.metrics import FRAME, KINDS, Definition, PipeWriter, Update
-
-
-def _become_child(receiver: weakref.ref[TaskMetricsReceiver]) -> None:
-    """At fork, in the child: write updates to the pipe (if the receiver still exists)."""
-    alive = receiver()
-    if alive is not None:
-        alive.become_child()
+from ..task_side.metrics import FRAME, KINDS, ChildPipe, Definition, Update
 
 
 class TaskCodeError(Exception):
@@ -53,8 +44,7 @@ class TaskMetricsReceiver:
         self._on_drop = on_drop
         self._metrics: dict[str, tuple[Definition, Any, BoundedLabel]] = {}
         self._lock = threading.Lock()
-        self._read_fd: int | None = None
-        self._write_fd: int | None = None
+        self._pipe: ChildPipe | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -104,21 +94,21 @@ class TaskMetricsReceiver:
 
     # --- the pipe from pool children -------------------------------------------------
 
-    def open_pipe(self) -> None:
-        """Open the pipe before the pool forks, so every child inherits its write end."""
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._write_fd, False)
-        # A weak reference: at-fork hooks live as long as the process, and a process that
-        # builds many workers (a test session) must not keep every receiver alive.
-        os.register_at_fork(after_in_child=functools.partial(_become_child, weakref.ref(self)))
+    def open_pipe(self, pipe: ChildPipe | None = None) -> None:
+        """Read the pool children's updates from ``pipe``, opened before the pool forked;
+        without one, open one (before the pool forks), unless a pipe was given already."""
+        if pipe is not None:
+            self._pipe = pipe
+        elif self._pipe is None:
+            self._pipe = ChildPipe()
 
-    def become_child(self) -> None:
-        """In a forked pool child: close the read end and send updates down the pipe."""
-        if self._read_fd is None or self._write_fd is None:
-            return
-        os.close(self._read_fd)
-        self._read_fd = None
-        task_side.set_sink(PipeWriter(self._write_fd))
+    @property
+    def _read_fd(self) -> int | None:
+        return None if self._pipe is None else self._pipe.read_fd
+
+    @property
+    def _write_fd(self) -> int | None:
+        return None if self._pipe is None else self._pipe.write_fd
 
     def start(self) -> None:
         """Apply updates directly in this process and read the children's from the pipe."""
@@ -136,12 +126,12 @@ class TaskMetricsReceiver:
 
     def _read_loop(self) -> None:
         fd = self._read_fd
-        if fd is None:
+        if fd is None or self._pipe is None:
             return
         try:
             self._read_until_stopped(fd)
         finally:
-            self._read_fd = None
+            self._pipe.read_fd = None
             os.close(fd)
 
     def _read_until_stopped(self, fd: int) -> None:
@@ -181,9 +171,12 @@ class TaskMetricsReceiver:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
-        elif self._read_fd is not None:
-            os.close(self._read_fd)
-            self._read_fd = None
-        if self._write_fd is not None:
-            os.close(self._write_fd)
-            self._write_fd = None
+        pipe = self._pipe
+        if pipe is None:
+            return
+        if thread is None and pipe.read_fd is not None:
+            os.close(pipe.read_fd)
+            pipe.read_fd = None
+        if pipe.write_fd is not None:
+            os.close(pipe.write_fd)
+            pipe.write_fd = None
