@@ -221,6 +221,18 @@ def test_a_change_after_a_scrape_shows_in_the_next(recorded: Recorded,
     assert totals == {"proj.a": 2.0, "proj.b": 1.0}
 
 
+def test_an_unchanged_page_is_served_again_and_a_new_name_joins_it(recorded: Recorded) -> None:
+    """Two scrapes with nothing recorded between them say the same; a name seen for the
+    first time then is on the next page."""
+    recorded.every_outcome("proj.a")
+    first = recorded.exposition.render(False)
+    assert recorded.exposition.render(False) == first
+    recorded.run("proj.new", SUCCESS, 0.5)
+    page, reference = recorded.pages(False)
+    assert page == reference
+    assert ("celery_task_total", (("status", "success"), ("task_name", "proj.new")), 1.0) in page
+
+
 def test_records_from_many_threads_while_rendering_lose_nothing(recorded: Recorded) -> None:
     """Two threads recording the same task names while a third renders: every outcome
     counted once, the page equal to prometheus_client's."""
@@ -269,7 +281,7 @@ def test_a_fault_in_the_failure_rate_costs_its_family_only(recorded: Recorded,
     def broken() -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(recorded.metrics.failure_rate, "collect", broken)
+    monkeypatch.setattr(recorded.metrics.failure_rate, "rates", broken)
     for _ in range(2):
         page = samples(recorded.exposition.render(False), parse_text)
     assert not [s for s in page if s[0] == "celery_task_failure_rate"]
@@ -286,6 +298,20 @@ def test_switching_formats_renders_each_correctly(recorded: Recorded) -> None:
         assert page.endswith(b"# EOF\n") is openmetrics
         assert (b"# TYPE celery_task counter\n" in page) is openmetrics
         assert (b"# TYPE celery_task_created gauge\n" in page) is not openmetrics
+
+
+@FORMATS
+def test_a_worker_that_ran_nothing_yet_describes_every_family(recorded: Recorded,
+                                                             openmetrics: bool) -> None:
+    """Before the first task, the page has each per-task family's HELP and TYPE, as
+    prometheus_client renders a family without samples."""
+    page, reference = recorded.pages(openmetrics)
+    assert page == reference == []
+    text = recorded.exposition.render(openmetrics)
+    for family in recorded.metrics.per_task:
+        shown = f"{family.name}_total" if family.kind == "counter" and not openmetrics \
+            else family.name
+        assert f"# TYPE {shown} {family.kind}\n".encode() in text
 
 
 def test_each_family_is_described_once(recorded: Recorded) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import threading
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import NamedTuple
@@ -43,7 +42,6 @@ from .task_series import (
     TIMEOUTS,
     TOTALS,
     WAIT,
-    Blocks,
     Layout,
     Snapshot,
     TaskSeries,
@@ -55,7 +53,7 @@ Pieces = tuple[bytes, ...]
 CounterChildren = Sequence[tuple[str, float, str]]
 HistogramChildren = Sequence[tuple[str, Sequence[float]]]
 #: A histogram label set's text, kept while its count stays: (count, lines, created line).
-Written = dict[str, tuple[float, bytes, bytes]]
+Written = tuple[float, bytes, bytes]
 
 _STATUS_LABELS = tuple(f',status="{status}"' for status in STATUSES)
 _FAILURE_RATE = "celery_task_failure_rate"
@@ -97,39 +95,19 @@ def _headers(family: PerTaskFamily, openmetrics: bool) -> tuple[bytes, bytes]:
     return f"# HELP {shown} {doc}\n# TYPE {shown} {kind}\n".encode(), created.encode()
 
 
-class _Children(NamedTuple):
-    """The label sets of one task's snapshot, by family."""
-
-    durations: list[tuple[str, array[float]]]  # (status, histogram block)
-    wait: array[float] | None
-    errors: list[tuple[str, float, float]]  # (class name, value, created)
-    retries: list[tuple[str, float, float]]
-
-
-def _children(blocks: Blocks, snap: Snapshot) -> _Children:
-    durations: list[tuple[str, array[float]]] = []
-    counters: dict[str, list[tuple[str, float, float]]] = {ERROR: [], RETRY: []}
-    wait = None
-    values = snap.values
-    for block in blocks.each(snap):
-        if block.key is not None:
-            counters[block.kind].append(
-                (block.key, values[block.start], values[block.start + 1]))
-        elif block.kind == WAIT:
-            wait = values[block.start:block.start + blocks.wait.size]
-        else:
-            durations.append((STATUSES[int(block.kind)],
-                              values[block.start:block.start + blocks.duration.size]))
-    return _Children(durations, wait, counters[ERROR], counters[RETRY])
-
-
 class Rendered(NamedTuple):
     """One task's text in one format, as of ``version`` of its series."""
 
     version: int
+    labels: str  # its task_name label, escaped
     lines: tuple[Pieces, ...]  # by family
     created: tuple[Pieces, ...]  # by family: the text format's _created lines
-    histograms: Written
+    histograms: tuple[Written, ...]  # each histogram label set, in the order of its block
+
+
+def _counts(values: Sequence[float]) -> Iterator[str]:
+    """Values as prometheus_client writes them; repr() where that is what it writes."""
+    return map(repr if all(0 <= value < 1e6 for value in values) else _value, values)
 
 
 class _TaskWriter:
@@ -138,46 +116,72 @@ class _TaskWriter:
     def __init__(self, metrics: TaskMetrics, openmetrics: bool) -> None:
         self._metrics = metrics
         self._openmetrics = openmetrics
+        self._blocks = metrics.blocks
         # what follows a bucket's labels: its bound, the closing brace and the space
         self._les = {id(layout): tuple(f',le="{floatToGoString(bound)}"}} '  # type: ignore[no-untyped-call]
                                        for bound in (*layout.bounds, math.inf))
                      for layout in (metrics.duration_layout, metrics.wait_layout)}
+        # the five status counters for str.format: {0} the task's label, then the values,
+        # then the creation time (interleaved in OpenMetrics, a family of its own in text)
+        name = metrics.task_total.name
+        self._totals = "".join(
+            f'{name}_total{{{{{{0}}{status}}}}} {{{index}}}\n'
+            + (f'{name}_created{{{{{{0}}{status}}}}} {{{len(STATUSES) + 1}}}\n'
+               if openmetrics else "")
+            for index, status in enumerate(_STATUS_LABELS, start=1))
+        self._totals_created = "".join(f'{name}_created{{{{{{0}}{status}}}}} {{1}}\n'
+                                       for status in _STATUS_LABELS)
 
     def render(self, name: str, snap: Snapshot, before: Rendered | None) -> Rendered:
         """The task's text; histograms whose count did not move since ``before`` keep theirs."""
-        labels = f'task_name="{_escape_label(name)}"'
+        labels = f'task_name="{_escape_label(name)}"' if before is None else before.labels
         created = client_metrics._use_created  # prometheus_client's switch for _created
         metrics = self._metrics
         values = snap.values
         task_created = _value(values[CREATED])  # of every status counter and the timeouts
-        kept = {} if before is None else before.histograms
-        written: Written = {}
-        children = _children(metrics.blocks, snap)
+        kept = () if before is None else before.histograms
+        durations: list[tuple[str, int]] = []
+        counters: dict[str, list[tuple[str, float, str]]] = {ERROR: [], RETRY: []}
+        waits: list[tuple[str, int]] = []
+        for block in self._blocks.each(snap):
+            if block.key is not None:
+                counters[block.kind].append((_escape_label(block.key), values[block.start],
+                                             _value(values[block.start + 1])))
+            elif block.kind == WAIT:
+                waits.append(("", block.start))
+            else:
+                durations.append((f',status="{STATUSES[int(block.kind)]}"', block.start))
+        written: list[Written] = []
         parts = (
-            self._counter(metrics.task_total.name, labels, created, [
-                (extra, value, task_created) for extra, value in
-                zip(_STATUS_LABELS, values[TOTALS:TOTALS + len(STATUSES)], strict=True)]),
+            self._status_counters(labels, created, values, task_created),
             self._histogram(metrics.task_duration.name, labels, created,
-                            metrics.duration_layout, kept, written, [
-                                (f',status="{status}"', block)
-                                for status, block in children.durations]),
+                            metrics.duration_layout, values, kept, written, durations),
             self._gauge(metrics.active_tasks.name, labels, [values[ACTIVE]]),
             self._counter(metrics.task_errors.name, labels, created, [
-                (f',error_type="{_escape_label(key)}"', value, _value(stamp))
-                for key, value, stamp in children.errors]),
+                (f',error_type="{key}"', value, stamp) for key, value, stamp in counters[ERROR]]),
             self._counter(metrics.task_retries.name, labels, created, [
-                (f',reason="{_escape_label(key)}"', value, _value(stamp))
-                for key, value, stamp in children.retries]),
+                (f',reason="{key}"', value, stamp) for key, value, stamp in counters[RETRY]]),
             self._counter(metrics.task_timeouts.name, labels, created,
                           [("", values[TIMEOUTS], task_created)]),
             self._histogram(metrics.queue_wait.name, labels, created, metrics.wait_layout,
-                            kept, written,
-                            [] if children.wait is None else [("", children.wait)]),
+                            values, kept, written, waits),
             self._gauge(metrics.last_success.name, labels, [] if math.isnan(
                 values[LAST_SUCCESS]) else [values[LAST_SUCCESS]]),
         )
-        return Rendered(snap.version, tuple(lines for lines, _ in parts),
-                        tuple(made for _, made in parts), written)
+        return Rendered(snap.version, labels, tuple(lines for lines, _ in parts),
+                        tuple(made for _, made in parts), tuple(written))
+
+    def _status_counters(self, labels: str, created: bool, values: Sequence[float],
+                         stamp: str) -> tuple[Pieces, Pieces]:
+        totals = values[TOTALS:TOTALS + len(STATUSES)]
+        if self._openmetrics and not created:
+            return (self._counter(self._metrics.task_total.name, labels, created, [
+                (extra, value, stamp) for extra, value in
+                zip(_STATUS_LABELS, totals, strict=True)])[0], ())
+        lines = self._totals.format(labels, *_counts(totals), stamp)
+        made = self._totals_created.format(labels, stamp) if created and not self._openmetrics \
+            else ""
+        return (lines.encode(),), (made.encode(),) if made else ()
 
     def _counter(self, name: str, labels: str, created: bool,
                  children: CounterChildren) -> tuple[Pieces, Pieces]:
@@ -191,17 +195,22 @@ class _TaskWriter:
                 into.append(f"{name}_created{label_set}{stamp}\n")
         return _pieces(lines), _pieces(made)
 
-    def _histogram(self, name: str, labels: str, created: bool, layout: Layout, kept: Written,
-                   written: Written, children: HistogramChildren) -> tuple[Pieces, Pieces]:
+    def _histogram(self, name: str, labels: str, created: bool, layout: Layout,
+                   values: Sequence[float], kept: tuple[Written, ...], written: list[Written],
+                   children: Sequence[tuple[str, int]]) -> tuple[Pieces, Pieces]:
+        """Each label set's lines, kept from ``kept`` (same place in block order) while its
+        count stays; ``written`` gets them all."""
         buckets = layout.sum
-        for extra, values in children:
-            count = sum(values[:buckets])
-            key = name + extra
-            before = kept.get(key)
+        mine: list[Written] = []
+        for extra, start in children:
+            count = sum(values[start:start + buckets])
+            place = len(written)
+            before = kept[place] if place < len(kept) else None
             if before is None or before[0] != count:  # an observation came: write it again
-                before = (count, *self._label_set(name, labels + extra, created, layout, values))
-            written[key] = before
-        mine = [written[name + extra] for extra, _ in children]
+                before = (count, *self._label_set(name, labels + extra, created, layout,
+                                                  values[start:start + layout.size]))
+            written.append(before)
+            mine.append(before)
         return tuple(text for _, text, _ in mine), tuple(made for _, _, made in mine if made)
 
     def _label_set(self, name: str, labels: str, created: bool, layout: Layout,
@@ -253,24 +262,29 @@ def _families(metrics: TaskMetrics, snaps: Sequence[tuple[str, Snapshot]]) -> li
         if created:
             family.add_sample(f"{family.name}_created", labels, values[layout.created])
 
+    blocks = metrics.blocks
     for name, snap in snaps:
         task = {"task_name": name}
         values = snap.values
-        children = _children(metrics.blocks, snap)
         for status, value in zip(STATUSES, values[TOTALS:TOTALS + len(STATUSES)], strict=True):
             counter(total, {**task, "status": status}, value, values[CREATED])
-        for status, block in children.durations:
-            histogram(duration, metrics.duration_layout, {**task, "status": status}, block)
         active.add_sample(active.name, task, values[ACTIVE])
-        for family, label, counts in ((errors, "error_type", children.errors),
-                                      (retries, "reason", children.retries)):
-            for key, value, stamp in counts:
-                counter(family, {**task, label: key}, value, stamp)
         counter(timeouts, task, values[TIMEOUTS], values[CREATED])
-        if children.wait is not None:
-            histogram(wait, metrics.wait_layout, task, children.wait)
         if not math.isnan(values[LAST_SUCCESS]):
             last_success.add_sample(last_success.name, task, values[LAST_SUCCESS])
+        for block in blocks.each(snap):
+            if block.key is not None:
+                family, label = (errors, "error_type") if block.kind == ERROR else (
+                    retries, "reason")
+                counter(family, {**task, label: block.key}, values[block.start],
+                        values[block.start + 1])
+            elif block.kind == WAIT:
+                histogram(wait, blocks.wait, task,
+                          values[block.start:block.start + blocks.wait.size])
+            else:
+                histogram(duration, blocks.duration,
+                          {**task, "status": STATUSES[int(block.kind)]},
+                          values[block.start:block.start + blocks.duration.size])
     return families
 
 
@@ -294,17 +308,22 @@ class Exposition:
         self._headers = {openmetrics: [_headers(family, openmetrics)
                                        for family in self._families]
                          for openmetrics in (False, True)}
+        self._failure_rate_header = {openmetrics: (
+            f"# HELP {_FAILURE_RATE} {_escape_help(FailureRate.DOCUMENTATION, openmetrics)}\n"
+            f"# TYPE {_FAILURE_RATE} gauge\n").encode() for openmetrics in (False, True)}
         # task name -> its text; one format at a time, as one Prometheus scrapes a worker
         # in one format.
         self._cache: dict[str, Rendered] = {}
         self._cached_format: bool | None = None
+        self._assembled: list[bytes] = []  # the page's per-task pieces, while no task changes
+        self._assembled_tasks = -1  # how many tasks they are of (-1: none assembled yet)
+        self._rates: tuple[list[tuple[str, float]], bytes] = ([], b"")  # and the failure rates
         self._lock = threading.Lock()
 
     def render(self, openmetrics: bool) -> bytes:
         """The whole page in the text format, or in OpenMetrics."""
         rest = (generate_openmetrics if openmetrics else generate_text)(self._registry)
-        parts = self._per_task(openmetrics)
-        parts.append(rest)
+        parts = [*self._per_task(openmetrics), *self._failure_rates(openmetrics), rest]
         return b"".join(parts)  # one copy of a page of megabytes, not two
 
     def collect(self) -> Iterator[Metric]:
@@ -315,17 +334,29 @@ class Exposition:
         yield from self._failure_rate.collect()
 
     def _per_task(self, openmetrics: bool) -> list[bytes]:
+        """The per-task families' pieces in page order, assembled again only if a task
+        changed since the last render."""
         with self._lock:  # two scrapes at once would only render the same text twice
             if self._cached_format is not openmetrics:
                 self._cache.clear()
+                self._assembled_tasks = -1
                 self._cached_format = openmetrics
-            texts = [self._text(series, openmetrics)
-                     for series in self._recorder.all_series()]
-        return self._assemble(texts, openmetrics)
+            all_series = self._recorder.all_series()
+            changed = len(all_series) != self._assembled_tasks
+            texts = []
+            for series in all_series:
+                text = self._cache.get(series.name)
+                if text is None or text.version != series.version:
+                    text = self._render(series, openmetrics, text)
+                    changed = True
+                texts.append(text)
+            if changed:
+                self._assembled = self._assemble(texts, openmetrics)
+                self._assembled_tasks = len(texts)
+            return self._assembled
 
     def _assemble(self, texts: list[Rendered], openmetrics: bool) -> list[bytes]:
-        """The per-task families' lines in page order: each family's lines of every task,
-        then (text format) its ``_created`` family; then the failure rate."""
+        """Each family's lines of every task, then (text format) its ``_created`` family."""
         parts: list[bytes] = []
         for index, (header, created_header) in enumerate(self._headers[openmetrics]):
             parts.append(header)
@@ -335,28 +366,23 @@ class Exposition:
             if created:
                 parts.append(created_header)
                 parts += created
-        parts += self._failure_rates(openmetrics)
         return parts
 
-    def _text(self, series: TaskSeries, openmetrics: bool) -> Rendered:
-        cached = self._cache.get(series.name)
-        if cached is not None and cached.version == series.version:
-            return cached
+    def _render(self, series: TaskSeries, openmetrics: bool, before: Rendered | None) -> Rendered:
         snap = series.snapshot()  # a change after this copy moves the version on: re-rendered
         text = self._cache[series.name] = self._writers[openmetrics].render(
-            series.name, snap, cached)
+            series.name, snap, before)
         return text
 
     def _failure_rates(self, openmetrics: bool) -> list[bytes]:
-        """``celery_task_failure_rate``, or nothing if collecting it failed."""
+        """``celery_task_failure_rate``, or nothing if reading it failed."""
         try:
-            family = next(iter(self._failure_rate.collect()))
-            lines = "".join([f'{_FAILURE_RATE}{{task_name="{_escape_label(name)}"}} '
-                             f"{_value(sample.value)}\n"
-                             for sample in family.samples
-                             for name in (sample.labels["task_name"],)])
-            doc = _escape_help(family.documentation, openmetrics)
+            rates = self._failure_rate.rates()
+            if rates != self._rates[0]:  # a failure, or a second passed: write them again
+                self._rates = (rates, "".join([
+                    f'{_FAILURE_RATE}{{task_name="{_escape_label(name)}"}} {_value(rate)}\n'
+                    for name, rate in rates]).encode())
         except Exception as exc:  # noqa: BLE001 - the rest of the page is served
             self._faults.report("failure rate", exc)
             return []
-        return [f"# HELP {_FAILURE_RATE} {doc}\n# TYPE {_FAILURE_RATE} gauge\n{lines}".encode()]
+        return [self._failure_rate_header[openmetrics], self._rates[1]]

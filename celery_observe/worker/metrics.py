@@ -37,6 +37,7 @@ class FailureRate(Collector):
 
     WINDOW = 60
     _MAX = 0xFFFF
+    DOCUMENTATION = "Task failures per minute over a rolling 1-minute window."
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -86,17 +87,18 @@ class FailureRate(Collector):
         return float(sum(slots[start % window:window]) + sum(slots[:end]))
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "celery_task_failure_rate",
-            "Task failures per minute over a rolling 1-minute window.",
-            labels=["task_name"],
-        )
+        family = GaugeMetricFamily("celery_task_failure_rate", self.DOCUMENTATION,
+                                   labels=["task_name"])
+        # As add_metric would, without its per-sample zip and dict(): 1 ms at 500 names
+        family.samples = [Sample(family.name, {"task_name": name}, rate)
+                          for name, rate in self.rates()]
+        yield family
+
+    def rates(self) -> list[tuple[str, float]]:
+        """Each task name that ever failed, with its failures in the last 60 s."""
         now = int(self._clock())
         with self._lock:
-            rates = [(name, self._sum(slots, now)) for name, slots in self._slots.items()]
-        # As add_metric would, without its per-sample zip and dict(): 1 ms at 500 names
-        family.samples = [Sample(family.name, {"task_name": name}, rate) for name, rate in rates]
-        yield family
+            return [(name, self._sum(slots, now)) for name, slots in self._slots.items()]
 
 
 class PerTaskFamily(NamedTuple):

@@ -33,7 +33,7 @@ PARTS: dict[str, list[tuple[Any, str]]] = {
     "resources": [(resources.ResourceMonitor, "_sample")],
     "queues": [(queues.QueueReader, "read_broker")],
     "collectors": [(pool.PoolCollector, "collect"), (cache_metrics.CacheCollector, "collect"),
-                   (metrics.FailureRate, "collect")],
+                   (metrics.FailureRate, "rates")],
     "task metrics": [(task_metrics_receiver.TaskMetricsReceiver, "apply")],
     "task metrics (pool child)": [(task_side_metrics.PipeWriter, "_write")],
     "endpoints": [(routes, "metrics_response")] + [(observer.Observer, name) for name in (
