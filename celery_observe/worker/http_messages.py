@@ -75,8 +75,12 @@ def error_response(status: int, message: str, *headers: tuple[str, str]) -> Resp
     return Response(status, json.dumps({"error": message}).encode() + b"\n", headers=headers)
 
 
-def serialize(response: Response, with_body: bool) -> bytes:
-    """The whole answer as bytes: always HTTP/1.1 and ``Connection: close``."""
+def serialize(response: Response, with_body: bool) -> tuple[bytes, ...]:
+    """The whole answer: its head and its body, always HTTP/1.1 and ``Connection: close``.
+
+    Two buffers, written together (``sendmsg``): joined, a /metrics page of megabytes
+    would be copied once more for each scrape.
+    """
     try:
         reason = HTTPStatus(response.status).phrase
     except ValueError:
@@ -86,7 +90,7 @@ def serialize(response: Response, with_body: bool) -> bytes:
              f"Content-Length: {len(response.body)}", "Cache-Control: no-store",
              "Connection: close", *(f"{name}: {value}" for name, value in response.headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head + response.body if with_body else head
+    return (head, response.body) if with_body and response.body else (head,)
 
 
 @dataclass(frozen=True)

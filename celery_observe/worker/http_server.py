@@ -59,7 +59,7 @@ class _Conn:
         self.phase = READ
         self.deadline = deadline
         self.inbuf = bytearray()
-        self.out = memoryview(b"")
+        self.out: list[memoryview] = []
         self.drained = 0
         self.events = 0  # what the selector watches for it (0: not registered)
         self.closed = False
@@ -101,7 +101,7 @@ class ObserveHTTPServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._conns: dict[int, _Conn] = {}  # by fd, in accept order (the oldest first)
         self._jobs: queue.SimpleQueue[tuple[_Conn, Request, Route] | None] = queue.SimpleQueue()
-        self._done: deque[tuple[_Conn, bytes | None]] = deque()
+        self._done: deque[tuple[_Conn, tuple[bytes, ...] | None]] = deque()
         self._rendering = 0  # pooled requests queued or running
         self._paused = False  # not accepting: out of file descriptors
         self._next_sweep = 0.0
@@ -287,16 +287,20 @@ class ObserveHTTPServer:
     def _answer(self, conn: _Conn, response: Response, with_body: bool = True) -> None:
         self._answer_bytes(conn, serialize(response, with_body))
 
-    def _answer_bytes(self, conn: _Conn, answer: bytes) -> None:
+    def _answer_bytes(self, conn: _Conn, answer: tuple[bytes, ...]) -> None:
         conn.inbuf = bytearray()
         conn.phase, conn.deadline = WRITE, time.monotonic() + self._limits.write_seconds
-        conn.out = memoryview(answer)
+        conn.out = [memoryview(part) for part in answer]
         self._write(conn)
 
     def _write(self, conn: _Conn) -> None:
         try:
             while conn.out:
-                conn.out = conn.out[conn.sock.send(conn.out):]
+                sent = conn.sock.sendmsg(conn.out)  # head and body in one write
+                while sent and sent >= len(conn.out[0]):
+                    sent -= len(conn.out.pop(0))
+                if sent:
+                    conn.out[0] = conn.out[0][sent:]
         except (BlockingIOError, InterruptedError):
             return self._watch(conn, selectors.EVENT_WRITE)
         except OSError:
@@ -390,7 +394,7 @@ class ObserveHTTPServer:
             self._done.append((conn, answer))
             self._wake()
 
-    def _render(self, request: Request, route: Route) -> bytes:
+    def _render(self, request: Request, route: Route) -> tuple[bytes, ...]:
         """Run a route; a fault is a 500, counted and logged once, never a dead thread."""
         try:
             return serialize(route(request.headers), request.method != "HEAD")
