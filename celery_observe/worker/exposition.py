@@ -36,12 +36,9 @@ from .recorder import Recorder
 from .task_series import (
     ACTIVE,
     CREATED,
-    ERROR,
     LAST_SUCCESS,
-    RETRY,
     TIMEOUTS,
     TOTALS,
-    WAIT,
     Layout,
     Snapshot,
     TaskSeries,
@@ -51,7 +48,6 @@ from .task_series import (
 Pieces = tuple[bytes, ...]
 #: A counter's label sets: (the labels after task_name, value, creation time as text).
 CounterChildren = Sequence[tuple[str, float, str]]
-HistogramChildren = Sequence[tuple[str, Sequence[float]]]
 #: A histogram label set's text, kept while its count stays: (count, lines, created line).
 Written = tuple[float, bytes, bytes]
 
@@ -140,31 +136,28 @@ class _TaskWriter:
         values = snap.values
         task_created = _value(values[CREATED])  # of every status counter and the timeouts
         kept = () if before is None else before.histograms
-        durations: list[tuple[str, int]] = []
-        counters: dict[str, list[tuple[str, float, str]]] = {ERROR: [], RETRY: []}
-        waits: list[tuple[str, int]] = []
-        for block in self._blocks.each(snap):
-            if block.key is not None:
-                counters[block.kind].append((_escape_label(block.key), values[block.start],
-                                             _value(values[block.start + 1])))
-            elif block.kind == WAIT:
-                waits.append(("", block.start))
-            else:
-                durations.append((f',status="{STATUSES[int(block.kind)]}"', block.start))
+        children = self._blocks.children(snap)
+
+        def counted(label: str, keyed: list[tuple[str, int]]) -> CounterChildren:
+            return [(f',{label}="{_escape_label(key)}"', values[start], _value(values[start + 1]))
+                    for key, start in keyed]
+
         written: list[Written] = []
         parts = (
             self._status_counters(labels, created, values, task_created),
             self._histogram(metrics.task_duration.name, labels, created,
-                            metrics.duration_layout, values, kept, written, durations),
+                            metrics.duration_layout, values, kept, written,
+                            [(f',status="{status}"', start)
+                             for status, start in children.durations]),
             self._gauge(metrics.active_tasks.name, labels, [values[ACTIVE]]),
-            self._counter(metrics.task_errors.name, labels, created, [
-                (f',error_type="{key}"', value, stamp) for key, value, stamp in counters[ERROR]]),
-            self._counter(metrics.task_retries.name, labels, created, [
-                (f',reason="{key}"', value, stamp) for key, value, stamp in counters[RETRY]]),
+            self._counter(metrics.task_errors.name, labels, created,
+                          counted("error_type", children.errors)),
+            self._counter(metrics.task_retries.name, labels, created,
+                          counted("reason", children.retries)),
             self._counter(metrics.task_timeouts.name, labels, created,
                           [("", values[TIMEOUTS], task_created)]),
             self._histogram(metrics.queue_wait.name, labels, created, metrics.wait_layout,
-                            values, kept, written, waits),
+                            values, kept, written, [("", start) for start in children.waits]),
             self._gauge(metrics.last_success.name, labels, [] if math.isnan(
                 values[LAST_SUCCESS]) else [values[LAST_SUCCESS]]),
         )
@@ -272,19 +265,16 @@ def _families(metrics: TaskMetrics, snaps: Sequence[tuple[str, Snapshot]]) -> li
         counter(timeouts, task, values[TIMEOUTS], values[CREATED])
         if not math.isnan(values[LAST_SUCCESS]):
             last_success.add_sample(last_success.name, task, values[LAST_SUCCESS])
-        for block in blocks.each(snap):
-            if block.key is not None:
-                family, label = (errors, "error_type") if block.kind == ERROR else (
-                    retries, "reason")
-                counter(family, {**task, label: block.key}, values[block.start],
-                        values[block.start + 1])
-            elif block.kind == WAIT:
-                histogram(wait, blocks.wait, task,
-                          values[block.start:block.start + blocks.wait.size])
-            else:
-                histogram(duration, blocks.duration,
-                          {**task, "status": STATUSES[int(block.kind)]},
-                          values[block.start:block.start + blocks.duration.size])
+        children = blocks.children(snap)
+        for status, start in children.durations:
+            histogram(duration, blocks.duration, {**task, "status": status},
+                      values[start:start + blocks.duration.size])
+        for family, label, keyed in ((errors, "error_type", children.errors),
+                                     (retries, "reason", children.retries)):
+            for key, start in keyed:
+                counter(family, {**task, label: key}, values[start], values[start + 1])
+        for start in children.waits:
+            histogram(wait, blocks.wait, task, values[start:start + blocks.wait.size])
     return families
 
 

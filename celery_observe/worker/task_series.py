@@ -66,6 +66,15 @@ class Block(NamedTuple):
     start: int
 
 
+class Children(NamedTuple):
+    """Where each label set of a snapshot starts, by family, in block order."""
+
+    durations: list[tuple[str, int]]  # (status, start)
+    waits: list[int]
+    errors: list[tuple[str, int]]  # (class name, start of its value, then its creation time)
+    retries: list[tuple[str, int]]
+
+
 class Snapshot(NamedTuple):
     """A consistent copy of one task's values, taken under its lock."""
 
@@ -145,6 +154,21 @@ class Blocks:
         series.values = series.values + block  # a new array of that size: extend() over-allocates
         series.blocks += kind
         return start
+
+    def children(self, snap: Snapshot) -> Children:
+        """Each block of a snapshot as the label set it is: the one reading of ``blocks``
+        that the page and ``collect()`` share."""
+        durations: list[tuple[str, int]] = []
+        waits: list[int] = []
+        counters: dict[str, list[tuple[str, int]]] = {ERROR: [], RETRY: []}
+        for block in self.each(snap):
+            if block.key is not None:
+                counters[block.kind].append((block.key, block.start))
+            elif block.kind == WAIT:
+                waits.append(block.start)
+            else:
+                durations.append((STATUSES[int(block.kind)], block.start))
+        return Children(durations, waits, counters[ERROR], counters[RETRY])
 
     def each(self, snap: Snapshot) -> Iterator[Block]:
         """Every block of a snapshot, in order."""
