@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the names, for type checkers and readers; loaded lazily bel
     from .cache import MetricsCache as MetricsCache
     from .cluster.client import BrokerUnreachableError as BrokerUnreachableError
     from .cluster.client import Cluster as Cluster
+    from .cluster.hints import WorkerHints as WorkerHints
     from .config import ObserveConfig as ObserveConfig
     from .config import ObserveConfigError as ObserveConfigError
     from .config import resolve_config as resolve_config
@@ -51,7 +52,7 @@ _HOMES = {
     "TaskCounter": "task_side.metrics", "TaskGauge": "task_side.metrics",
     "TaskHistogram": "task_side.metrics", "install": "worker.bootstep",
     "monitor_task": "task_side.monitored", "resolve_config": "config",
-    "stamp_publish_times": "task_side.publish",
+    "stamp_publish_times": "task_side.publish", "WorkerHints": "cluster.hints",
 }
 
 __all__ = sorted([*_HOMES, "__version__"])

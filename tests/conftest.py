@@ -12,14 +12,15 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from celery import Celery
 from kombu import pools
 from kombu.exceptions import OperationalError
 
-from celery_observe import stamp_publish_times
+from celery_observe import Cluster, stamp_publish_times
 from celery_observe.testing import listening, wait_until
 
 from .servers import PrivateRedis
@@ -146,3 +147,23 @@ def answering_workers(broker: str, queue: str, env: dict[str, str] | None = None
     finally:
         for worker in workers:
             worker.stop(stop_signal)
+
+
+@pytest.fixture
+def two_workers(broker: str, queue_name: str) -> Iterator[list[WorkerProcess]]:
+    """Two observed workers, both listening to remote control."""
+    yield from answering_workers(broker, queue_name)
+
+
+@pytest.fixture
+def make_cluster(client: Celery) -> Iterator[Callable[..., Cluster]]:
+    """Cluster clients on the test's broker, closed afterwards."""
+    made: list[Cluster] = []
+
+    def make(**options: Any) -> Cluster:
+        made.append(Cluster(client, **options))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,30 +20,9 @@ from celery import Celery
 from celery_observe import Cluster, shapes
 from celery_observe.testing import wait_until
 
-from .conftest import answering_workers
 from .workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def two_workers(broker: str, queue_name: str) -> Iterator[list[WorkerProcess]]:
-    """Two observed workers, both listening to remote control."""
-    yield from answering_workers(broker, queue_name)
-
-
-@pytest.fixture
-def make_cluster(client: Celery) -> Iterator[Callable[..., Cluster]]:
-    """Cluster clients on the test's broker, closed afterwards."""
-    made: list[Cluster] = []
-
-    def make(**options: Any) -> Cluster:
-        made.append(Cluster(client, **options))
-        return made[-1]
-
-    yield make
-    for cluster in made:
-        cluster.close()
 
 
 def observe_cli(broker: str, queue: str, *args: str) -> subprocess.CompletedProcess[str]:

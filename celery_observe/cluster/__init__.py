@@ -6,5 +6,6 @@ Importing it loads nothing of the worker's: no prometheus_client, no psutil.
 from __future__ import annotations
 
 from .client import BrokerUnreachableError, Cluster
+from .hints import WorkerHints
 
-__all__ = ["BrokerUnreachableError", "Cluster"]
+__all__ = ["BrokerUnreachableError", "Cluster", "WorkerHints"]

@@ -34,13 +34,14 @@ if TYPE_CHECKING:
 def _cluster(ctx: click.Context) -> Cluster:
     """A client for the app given with -A, closed when the command ends."""
     from .client import Cluster  # loaded when a command runs, not on every `celery` call
+    from .hints import WorkerHints
 
     app = getattr(ctx.obj, "app", None)
     if app is None:
         raise click.UsageError("name the app: celery -A proj observe ...")
     cluster = Cluster(app, timeout=ctx.params["timeout"],
                       discovery_timeout=ctx.params["discovery_timeout"], use_cache=False,
-                      queues=ctx.params.get("queues", ()))
+                      queues=ctx.params.get("queues", ()), hints=WorkerHints.for_app(app))
     ctx.call_on_close(cluster.close)
     return cluster
 

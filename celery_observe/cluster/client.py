@@ -1,10 +1,11 @@
 """The client side: ask every observed worker at once and put the answers together.
 
-A broadcast returns soon after every worker this client expects has replied (the workers
-that replied within ``forget_after`` seconds): it waits as long again for workers that
-joined since (see :mod:`.collect`), so a healthy cluster answers in milliseconds and a new
-worker is in the next answer; only the first call, which knows no workers yet, waits
-``discovery_timeout``.
+A broadcast returns as soon as every listener the broker counted has replied (Redis), or
+soon after every worker this client expects has replied (the workers that replied within
+``forget_after`` seconds, or the live ones a :class:`~.hints.WorkerHints` names): it then
+waits as long again for workers that joined since (see :mod:`.collect`), so a healthy
+cluster answers in milliseconds and a new worker is in the next answer. A call that
+neither knows nor can count the workers collects for ``discovery_timeout``.
 A worker that stops answering costs one ``timeout`` and is then reported missing until it is
 forgotten. Identical concurrent queries share one broadcast (the seeds' TTL caches).
 """
@@ -37,7 +38,8 @@ from ..shapes import (
     WorkerHealth,
     utc_timestamp,
 )
-from .collect import broadcast
+from .collect import broadcast, checks_workers, live_workers
+from .hints import MAX_CHECKED, WorkerHints
 from .verdict import cluster_health
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Cluster:
     def __init__(self, app: Celery, *, timeout: float = 1.0, discovery_timeout: float = 0.25,
                  forget_after: float = 60.0, queue_threshold: int = 1000,
                  use_cache: bool = True, queues: Iterable[str] = (),
+                 hints: WorkerHints | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.timeout = positive_seconds("Cluster(timeout=...)", timeout)
@@ -81,6 +84,9 @@ class Cluster:
         self._broker: Any = None
         self._broker_lock = threading.Lock()
         self.broadcasts = 0  # how many broadcasts this client sent (for tests and tuning)
+        #: Which workers to expect while none has replied to this client: used only where
+        #: the broker can tell whether each still listens (RabbitMQ; Redis counts them).
+        self.hints = hints if hints is not None and checks_workers(app) else None
 
     # --- talking to the workers -----------------------------------------------------
 
@@ -94,12 +100,13 @@ class Cluster:
 
     def ask(self, command: str, **arguments: Any) -> tuple[dict[str, Any], list[str]]:
         """Broadcast ``command``; returns (reply per worker, expected workers that were silent)."""
-        expected = self._expected()
-        replies = self._broadcast(command, arguments, expected)
+        replies, expected = self._broadcast(command, arguments, self._expected())
         now = self._clock()
         with self._lock:
             for hostname in replies:
                 self._seen[hostname] = now
+        if self.hints is not None:
+            self.hints.save(replies)
         return replies, sorted(expected - set(replies))
 
     def _connection(self) -> Any:
@@ -118,13 +125,19 @@ class Cluster:
         return self._broker
 
     def _broadcast(self, command: str, arguments: dict[str, Any],
-                   expected: set[str]) -> dict[str, Any]:
+                   expected: set[str]) -> tuple[dict[str, Any], set[str]]:
+        """The replies, and the workers expected (the hinted ones when none was known)."""
         with self._broker_lock:
             self.broadcasts += 1
             connection = self._connection()
             try:
-                return broadcast(self.app, connection, command, arguments, expected,
-                                 self.timeout if expected else self.discovery_timeout)
+                if not expected and self.hints is not None:
+                    hinted = self.hints.load()
+                    if len(hinted) <= MAX_CHECKED:
+                        expected = live_workers(self.app, connection, hinted)
+                replies = broadcast(self.app, connection, command, arguments, expected,
+                                    self.timeout, self.discovery_timeout)
+                return replies, expected
             # kombu reraises a failed connect as its OperationalError, neither an OSError
             # nor one of the transport's connection_errors.
             except (OSError, OperationalError, *connection.connection_errors) as exc:

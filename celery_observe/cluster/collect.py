@@ -1,4 +1,12 @@
-"""One broadcast and its replies: stop when the expected workers replied, after a grace.
+"""One broadcast and its replies: stop when every listener replied, or the expected
+workers replied and a grace passed.
+
+On Redis the broker says how many listen: PUBLISH returns the number of subscribers it
+reached (pattern subscribers included, and every worker's pidbox is one), so the collection
+stops at exactly that many replies, and a fresh client that knows no workers need not wait
+out a discovery timeout. Where the broker cannot say (RabbitMQ has no count of a fanout
+exchange's receivers), the expected workers are the ones that replied before or that a hint
+names (see :mod:`.hints`, checked by :func:`live_workers`).
 
 kombu's ``broadcast(limit=N)`` stops at the N-th reply, so a worker that joined since the
 last call is found only if it happens to answer before one of the N known ones; with one
@@ -10,45 +18,58 @@ as long again (at least :data:`MIN_GRACE`) for replies from workers no one expec
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.messaging import Consumer
+from kombu.messaging import Consumer, Producer
 from kombu.transport.virtual import Channel as PollingChannel
+from kombu.utils.json import dumps
 from kombu.utils.uuid import uuid
 
 #: The shortest wait for newcomers once every expected worker replied.
 MIN_GRACE = 0.005
+#: AMQP's reply code for a queue that another connection holds exclusively.
+RESOURCE_LOCKED = 405
 
 
 def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any],
-              expected: set[str], timeout: float) -> dict[str, Any]:
+              expected: set[str], timeout: float, discovery_timeout: float) -> dict[str, Any]:
     """Send ``command`` to every worker of ``app``; the reply of each that answered in time.
 
-    With no ``expected`` workers it collects for the whole ``timeout``; otherwise until all
-    of them replied (or ``timeout``), then for the grace.
+    It collects until as many replies came as the broker counted listeners (Redis), or
+    until every ``expected`` worker replied and then for the grace, or for ``timeout``,
+    whichever ends first; for ``discovery_timeout`` only when it neither expects nor
+    counted anyone.
     """
     node = app.control.mailbox(connection)
     channel = connection.default_channel
     ticket = uuid()
     replies: dict[str, Any] = {}
+    answered = 0  # replies to this ticket, late ones too: each is one listener done
 
     def on_message(body: Any, message: Any) -> None:
+        nonlocal answered
+        if message.headers.get("ticket") != ticket:
+            return
+        answered += 1
         expires = message.headers.get("expires")
-        if message.headers.get("ticket") == ticket and not (expires and time.time() > expires):
+        if not (expires and time.time() > expires):
             replies.update(body)
 
     # As kombu's own _broadcast: publishing declares the reply queue (an auto-delete queue
     # is never a cached declaration), the collection deletes it, so nothing stays behind.
-    node._publish(command, arguments, reply_ticket=ticket, channel=channel, timeout=timeout)
+    listeners = _publish(node, connection, channel, command, arguments, ticket, timeout)
     queue = node.reply_queue
     consumer = Consumer(channel, [queue], accept=node.accept, no_ack=True,  # type: ignore[no-untyped-call]
                         callbacks=[on_message])
     started = time.monotonic()
-    end = started + timeout
+    end = started + (timeout if expected or listeners else discovery_timeout)
     try:
         with consumer:
             while (now := time.monotonic()) < end:
+                if listeners is not None and answered >= listeners:
+                    break
                 if expected and expected <= replies.keys():
                     grace = min(max(now - started, MIN_GRACE), end - now)
                     if isinstance(channel, PollingChannel):
@@ -63,6 +84,76 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     finally:
         channel.after_reply_message_received(queue.name)
     return replies
+
+
+def _publish(node: Any, connection: Any, channel: Any, command: str,
+             arguments: dict[str, Any], ticket: str, timeout: float) -> int | None:
+    """Send the command; on Redis, how many subscribers it reached (None elsewhere).
+
+    It goes out on this client's own channel, not a connection of Celery's producer pool
+    (which the mailbox would use): one connection less to open. kombu's Redis channel
+    publishes a fanout message in ``_put_fanout`` and drops PUBLISH's count, so for this
+    one publish the channel's ``_put_fanout`` is one that keeps it.
+    """
+    def publish() -> None:
+        node._publish(command, arguments, reply_ticket=ticket, channel=channel, timeout=timeout,
+                      producer=Producer(channel, auto_declare=False))  # type: ignore[no-untyped-call]
+
+    if connection.transport.driver_type != "redis":
+        publish()
+        return None
+    reached: list[int] = []
+
+    def put_fanout(exchange: str, message: Any, routing_key: str, **_options: Any) -> None:
+        payload = dumps(message)  # type: ignore[no-untyped-call]
+        with channel.conn_or_acquire() as client:
+            # assigned whole, so a publish that kombu retries is not counted twice
+            reached[:] = [client.publish(topic, payload)
+                          for topic in channel._get_publish_topics(exchange, routing_key)]
+
+    channel._put_fanout = put_fanout
+    try:
+        publish()
+    finally:
+        del channel._put_fanout
+    return sum(reached) if reached else None
+
+
+def checks_workers(app: Any) -> bool:
+    """Whether :func:`live_workers` can tell who listens on ``app``'s broker (RabbitMQ)."""
+    return bool(app.connection_for_read().transport.driver_type == "amqp")
+
+
+def live_workers(app: Any, connection: Any, hostnames: Iterable[str]) -> set[str]:
+    """Which of ``hostnames`` have a worker holding their pidbox queue (RabbitMQ only).
+
+    A passive declare of ``<hostname>.<exchange>.pidbox`` answers in one round trip. Celery
+    declares that queue exclusive, so while its worker's connection lives the broker refuses
+    another connection with 405 RESOURCE_LOCKED (a non-exclusive one reports its consumers);
+    a queue that is gone is a 404. Either refusal closes the channel, so the next check
+    opens another.
+    """
+    mailbox = app.control.mailbox(connection)
+    live: set[str] = set()
+    channel = None
+    try:
+        for hostname in hostnames:
+            if channel is None:
+                channel = connection.channel()
+            try:
+                declared = channel.queue_declare(queue=mailbox.get_queue(hostname).name,
+                                                 passive=True)
+            except connection.channel_errors as refused:
+                channel = None  # the broker closed it
+                if getattr(refused, "code", None) == RESOURCE_LOCKED:
+                    live.add(hostname)
+                continue
+            if declared.consumer_count:
+                live.add(hostname)
+    finally:
+        if channel is not None:
+            channel.close()
+    return live
 
 
 def _collect_waiting(connection: Any, channel: Any, queue: str, grace: float) -> None:
