@@ -1,7 +1,8 @@
 """Figure 6: the worker's memory with and without ``--observe`` after many tasks.
 
-A prefork (``-c 2``) worker runs no-op tasks whose names cycle through 1,000 distinct
-names; a feeder keeps a few thousand waiting (the queue never holds them all). At each
+A prefork (``-c 2``) worker runs tasks whose names cycle through 1,000 distinct names,
+each with every status (success, failure, retry, rejected, revoked; a name's status turns
+batch by batch); a feeder keeps a few thousand waiting (the queue never holds them all). At each
 checkpoint (100,000 tasks, and 1,000,000 with ``--tasks-1m``) the feeder pauses, the queue
 empties, and the resident memory (RSS) of the main process, where all observation lives,
 is read, and each pool child's. Plain and observed runs alternate; the overhead is taken
@@ -21,6 +22,7 @@ from benchmarks.common import (
     running,
 )
 from benchmarks.queueing import (
+    MODES,
     Publisher,
 )
 from benchmarks.results import (
@@ -59,7 +61,7 @@ def _run_once(ctx: Context, observe: bool, checkpoints: list[int],
                         count = min(batch, checkpoint - pushed)
                         # Names continue where the last batch stopped, so all get used.
                         names_now = [task_names[(pushed + i) % names] for i in range(count)]
-                        publisher.push(publisher.messages(count, names=names_now))
+                        publisher.push(_every_status(publisher, names_now, pushed // batch))
                         pushed += count
                     else:
                         time.sleep(0.05)
@@ -81,6 +83,15 @@ def _run_once(ctx: Context, observe: bool, checkpoints: list[int],
     return start, main, children, scraped
 
 
+def _every_status(publisher: Publisher, names: list[str], rotation: int) -> list[bytes]:
+    """One message per name, the statuses spread over them and turned by ``rotation``."""
+    payloads: list[bytes] = []
+    for offset, mode in enumerate(MODES):
+        picked = names[(offset + rotation) % len(MODES)::len(MODES)]
+        payloads += publisher.messages(len(picked), mode, picked)
+    return payloads
+
+
 def run(ctx: Context) -> list[Row]:
     names = 50 if ctx.quick else NAMES
     checkpoints = [1000] if ctx.quick else [100_000] + ([1_000_000] if ctx.tasks_1m else [])
@@ -96,7 +107,7 @@ def run(ctx: Context) -> list[Row]:
         observed = [run[1][index] for run in results[True]]
         overhead = [o - p for o, p in zip(observed, plain, strict=True)]
         overheads_by_checkpoint.append(overhead)
-        at = f"after {checkpoint:,} tasks, {names:,} names"
+        at = f"after {checkpoint:,} tasks, {names:,} names, every status"
         kids = [run[2][index] for run in results[False]]
         kids_observed = [run[2][index] for run in results[True]]
         kid_overhead = [o - p for o, p in zip(kids_observed, kids, strict=True)]

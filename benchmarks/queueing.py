@@ -19,6 +19,11 @@ from celery_observe.testing import wait_until
 UNACKED = "unacked"  # kombu's Redis hash of delivered, not yet acknowledged messages
 
 
+#: A generated task's modes, one per status: success, failure, retry (then success),
+#: rejected, revoked (expired on arrival).
+MODES = ("ok", "fail", "retry", "reject", "expired")
+
+
 class Publisher:
     """Queues task messages on Redis in bulk, in kombu's own wire format.
 

@@ -22,6 +22,7 @@ from benchmarks.common import (
     running,
 )
 from benchmarks.queueing import (
+    MODES,
     Drain,
     Publisher,
 )
@@ -33,7 +34,6 @@ from benchmarks.throughput import OBSERVE, PLAIN, drain_once
 from celery_observe.testing import parse_metrics, wait_until
 
 SERIES_COUNTS = (10, 100, 500)
-MODES = ("ok", "fail", "retry", "reject", "expired")
 OUTCOMES_PER_NAME = 6  # the retry's second run succeeds
 LATENCY_GOAL_MS = 50.0
 GOAL_NAMES = 500
