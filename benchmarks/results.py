@@ -75,6 +75,7 @@ FIGURES = {
     5: "Cached status, hit vs miss",
     6: "Memory (main-process RSS)",
     7: "Cluster HTTP API",
+    8: "Cluster client at scale",
 }
 
 

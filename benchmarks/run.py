@@ -42,7 +42,7 @@ from benchmarks.results import (
 from celery_observe.testing import listening, reap_all
 
 MODULES = {1: "throughput", 2: "probes", 3: "cluster_status", 4: "scrape", 5: "cache_status",
-           6: "memory", 7: "api"}
+           6: "memory", 7: "api", 8: "scale"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,13 +13,13 @@ import pytest
 from .conftest import broker_url
 
 REPO = Path(__file__).resolve().parent.parent
-FIGURES = {"1", "2", "3", "4", "5", "6", "7"}
+FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8"}
 
 
 @pytest.mark.broker
 @pytest.mark.timeout(300)
 def test_quick_benchmark_run_writes_numbers_for_every_figure(tmp_path: Path) -> None:
-    """`benchmarks/run.py --quick` exits 0 and its results.json has numbers for figures 1-7."""
+    """`benchmarks/run.py --quick` exits 0 and its results.json has numbers for figures 1-8."""
     broker_url("redis")  # skips (or fails on CI) like every broker test
     done = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--out", str(tmp_path),
