@@ -102,7 +102,7 @@ def _measure(ctx: Context, broker: str, broker_name: str, rounds: int) -> list[R
         return Row(3, prefix + f"celery -A app {label} (CLI)", "ms", samples[key],
                    median(samples[key]) / floor, "start-up floor",
                    f"≤ floor + {ABOVE_FLOOR_GOAL_MS:g} ms", above <= ABOVE_FLOOR_GOAL_MS,
-                   note or f"floor + {above:.0f} ms; "
+                   note or f"floor {above:+.0f} ms; "
                            f"{median(samples['cli_inspect']) / median(samples[key]):.1f}x "
                            "faster than inspect active")
 
