@@ -95,13 +95,14 @@ def cleanup_amqp(queue: str) -> None:
 
 class Worker(ObservedWorker):
     """``celery -A benchmarks.benchapp worker`` in a subprocess, plain or observed (with
-    ``events``, sending task events), tracked for :func:`reap_all`."""
+    ``events``, sending task events; ``options``: more command-line options), tracked for
+    :func:`reap_all`."""
 
     def __init__(self, broker: str, queue: str, pool: str = "prefork", concurrency: int = 2,
                  observe: bool = False, events: bool = False, names: int = 0,
-                 hostname: str = "") -> None:
+                 hostname: str = "", options: Sequence[str] = ()) -> None:
         super().__init__(APP, broker, queue, pool=pool, concurrency=concurrency,
-                         extra_args=("-E",) if events else (), observe=observe,
+                         extra_args=(*(("-E",) if events else ()), *options), observe=observe,
                          env=bench_env(broker, queue, names), hostname=hostname or None,
                          broker_env=BROKER_ENV, queue_env=QUEUE_ENV, cwd=REPO,
                          remove_log=True, log_prefix="observe-bench-worker-")
