@@ -39,20 +39,24 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
 
     It collects until as many replies came as the broker counted listeners (Redis), or
     until every ``expected`` worker replied and then for the grace, or for ``timeout``,
-    whichever ends first; for ``discovery_timeout`` only when it neither expects nor
-    counted anyone.
+    whichever ends first. Expecting no one, it collects for ``discovery_timeout``; having
+    counted listeners it expects no one by name, it goes on while replies keep coming, and
+    stops once none came for ``discovery_timeout`` (a listener that never replies, such as
+    a debugging PSUBSCRIBE, costs that much and not a ``timeout``).
     """
     node = app.control.mailbox(connection)
     channel = connection.default_channel
     ticket = uuid()
     replies: dict[str, Any] = {}
     answered = 0  # replies to this ticket, late ones too: each is one listener done
+    last_reply = 0.0  # when the latest came (monotonic); collecting starts it afresh
 
     def on_message(body: Any, message: Any) -> None:
-        nonlocal answered
+        nonlocal answered, last_reply
         if message.headers.get("ticket") != ticket:
             return
         answered += 1
+        last_reply = time.monotonic()
         expires = message.headers.get("expires")
         if not (expires and time.time() > expires):
             replies.update(body)
@@ -63,8 +67,9 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     queue = node.reply_queue
     consumer = Consumer(channel, [queue], accept=node.accept, no_ack=True,  # type: ignore[no-untyped-call]
                         callbacks=[on_message])
-    started = time.monotonic()
+    started = last_reply = time.monotonic()
     end = started + (timeout if expected or listeners else discovery_timeout)
+    quiet = discovery_timeout if listeners and not expected else None
     try:
         with consumer:
             while (now := time.monotonic()) < end:
@@ -77,8 +82,11 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
                         break
                     end = now + grace
                     expected = set()  # the grace starts once
+                until = end if quiet is None else min(end, last_reply + quiet)
+                if now >= until:
+                    break
                 try:
-                    connection.drain_events(timeout=end - now)
+                    connection.drain_events(timeout=until - now)
                 except TimeoutError:
                     break
     finally:
