@@ -221,6 +221,19 @@ def test_a_change_after_a_scrape_shows_in_the_next(recorded: Recorded,
     assert totals == {"proj.a": 2.0, "proj.b": 1.0}
 
 
+@FORMATS
+def test_a_new_status_after_a_scrape_keeps_no_other_histograms_lines(
+        recorded: Recorded, openmetrics: bool) -> None:
+    """A task whose first run was retried and whose second succeeds, scraped between them
+    (as a flaky task is): the new success histogram is written, not the lines of the
+    queue-wait histogram that held the same count at the same place before."""
+    recorded.run("proj.flaky", RETRY, 0.02, wait=0.3)
+    recorded.exposition.render(openmetrics)
+    recorded.run("proj.flaky", SUCCESS, 0.04)
+    page, reference = recorded.pages(openmetrics)
+    assert page == reference
+
+
 def test_an_unchanged_page_is_served_again_and_a_new_name_joins_it(recorded: Recorded) -> None:
     """Two scrapes with nothing recorded between them say the same; a name seen for the
     first time then is on the next page."""

@@ -50,6 +50,8 @@ Pieces = tuple[bytes, ...]
 CounterChildren = Sequence[tuple[str, float, str]]
 #: A histogram label set's text, kept while its count stays: (count, lines, created line).
 Written = tuple[float, bytes, bytes]
+#: Each histogram label set's text, by (family, the labels after task_name).
+WrittenSets = dict[tuple[str, str], Written]
 
 _STATUS_LABELS = tuple(f',status="{status}"' for status in STATUSES)
 _FAILURE_RATE = "celery_task_failure_rate"
@@ -98,7 +100,7 @@ class Rendered(NamedTuple):
     labels: str  # its task_name label, escaped
     lines: tuple[Pieces, ...]  # by family
     created: tuple[Pieces, ...]  # by family: the text format's _created lines
-    histograms: tuple[Written, ...]  # each histogram label set, in the order of its block
+    histograms: WrittenSets
 
 
 def _counts(values: Sequence[float]) -> Iterator[str]:
@@ -135,14 +137,14 @@ class _TaskWriter:
         metrics = self._metrics
         values = snap.values
         task_created = _value(values[CREATED])  # of every status counter and the timeouts
-        kept = () if before is None else before.histograms
+        kept: WrittenSets = {} if before is None else before.histograms
         children = self._blocks.children(snap)
 
         def counted(label: str, keyed: list[tuple[str, int]]) -> CounterChildren:
             return [(f',{label}="{_escape_label(key)}"', values[start], _value(values[start + 1]))
                     for key, start in keyed]
 
-        written: list[Written] = []
+        written: WrittenSets = {}
         parts = (
             self._status_counters(labels, created, values, task_created),
             self._histogram(metrics.task_duration.name, labels, created,
@@ -162,7 +164,7 @@ class _TaskWriter:
                 values[LAST_SUCCESS]) else [values[LAST_SUCCESS]]),
         )
         return Rendered(snap.version, labels, tuple(lines for lines, _ in parts),
-                        tuple(made for _, made in parts), tuple(written))
+                        tuple(made for _, made in parts), written)
 
     def _status_counters(self, labels: str, created: bool, values: Sequence[float],
                          stamp: str) -> tuple[Pieces, Pieces]:
@@ -189,20 +191,19 @@ class _TaskWriter:
         return _pieces(lines), _pieces(made)
 
     def _histogram(self, name: str, labels: str, created: bool, layout: Layout,
-                   values: Sequence[float], kept: tuple[Written, ...], written: list[Written],
+                   values: Sequence[float], kept: WrittenSets, written: WrittenSets,
                    children: Sequence[tuple[str, int]]) -> tuple[Pieces, Pieces]:
-        """Each label set's lines, kept from ``kept`` (same place in block order) while its
-        count stays; ``written`` gets them all."""
+        """Each label set's lines, kept from ``kept`` (by family and labels: a new label
+        set must not take another's place) while its count stays; ``written`` gets them."""
         buckets = layout.sum
         mine: list[Written] = []
         for extra, start in children:
             count = sum(values[start:start + buckets])
-            place = len(written)
-            before = kept[place] if place < len(kept) else None
+            before = kept.get((name, extra))
             if before is None or before[0] != count:  # an observation came: write it again
                 before = (count, *self._label_set(name, labels + extra, created, layout,
                                                   values[start:start + layout.size]))
-            written.append(before)
+            written[name, extra] = before
             mine.append(before)
         return tuple(text for _, text, _ in mine), tuple(made for _, _, made in mine if made)
 
