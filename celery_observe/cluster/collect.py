@@ -48,14 +48,16 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     channel = connection.default_channel
     ticket = uuid()
     replies: dict[str, Any] = {}
-    answered = 0  # replies to this ticket, late ones too: each is one listener done
+    # who replied to this ticket, late ones too: each is one listener done (by name, so a
+    # reply that reaches us twice does not stand for a listener still to come)
+    answered: set[str] = set()
     last_reply = 0.0  # when the latest came (monotonic); collecting starts it afresh
 
     def on_message(body: Any, message: Any) -> None:
-        nonlocal answered, last_reply
+        nonlocal last_reply
         if message.headers.get("ticket") != ticket:
             return
-        answered += 1
+        answered.update(body if isinstance(body, dict) else ())
         last_reply = time.monotonic()
         expires = message.headers.get("expires")
         if not (expires and time.time() > expires):
@@ -73,7 +75,7 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     try:
         with consumer:
             while (now := time.monotonic()) < end:
-                if listeners is not None and answered >= listeners:
+                if listeners is not None and len(answered) >= listeners:
                     break
                 if expected and expected <= replies.keys():
                     grace = min(max(now - started, MIN_GRACE), end - now)
