@@ -52,6 +52,12 @@ def mask_url(url: str) -> str:
         return f"{scheme}://{MASK}@{rest.rpartition('@')[2]}"
 
 
+def masked_broker_url(app: Celery) -> str:
+    """``app``'s broker URL with its password masked (``as_uri`` shows ``:**@`` even when
+    there is none, which would send a reader looking for a password)."""
+    return mask_url(app.connection_for_read().as_uri(include_password=True))
+
+
 def _mask_secrets(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)

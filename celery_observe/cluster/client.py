@@ -23,7 +23,7 @@ from ..config import at_least, positive_seconds
 from ..faults import FaultLog
 from ..named_caches import CacheSet
 from ..queues import QueueDepth, QueueReader, configured_queue_names
-from ..redaction import Masker, mask_url
+from ..redaction import Masker, masked_broker_url
 from ..shapes import (
     ClusterFinishedTask,
     ClusterHealth,
@@ -150,9 +150,8 @@ class Cluster:
 
     @property
     def broker_url(self) -> str:
-        """The broker URL with its password masked (``as_uri`` shows ``:**@`` even when
-        there is none, which would send a reader looking for a password)."""
-        return mask_url(self.app.connection_for_read().as_uri(include_password=True))
+        """The broker URL with its password masked."""
+        return masked_broker_url(self.app)
 
     def _cached(self, cache_name: str, key: str, compute: Callable[[], T]) -> T:
         if not self.use_cache:

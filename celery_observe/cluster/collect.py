@@ -39,8 +39,8 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
 
     It collects until as many replies came as the broker counted listeners (Redis), or
     until every ``expected`` worker replied and then for the grace, or for ``timeout``,
-    whichever ends first. Expecting no one, it collects for ``discovery_timeout``; having
-    counted listeners it expects no one by name, it goes on while replies keep coming, and
+    whichever ends first. Expecting no one, it collects for ``discovery_timeout``; when it
+    counted listeners but expects none by name, it goes on while replies keep coming and
     stops once none came for ``discovery_timeout`` (a listener that never replies, such as
     a debugging PSUBSCRIBE, costs that much and not a ``timeout``).
     """

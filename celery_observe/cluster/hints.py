@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..redaction import mask_url
+from ..redaction import masked_broker_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -49,8 +49,7 @@ class WorkerHints:
     @classmethod
     def for_app(cls, app: Celery) -> WorkerHints:
         """The hint file of ``app``'s broker (its URL without the password) and exchange."""
-        url = mask_url(app.connection_for_read().as_uri(include_password=True))
-        key = f"{url} {app.conf.control_exchange}".encode()
+        key = f"{masked_broker_url(app)} {app.conf.control_exchange}".encode()
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         return cls(base / "celery-observe" / f"workers-{hashlib.sha256(key).hexdigest()[:16]}.json")
 
