@@ -194,35 +194,43 @@ class _TaskWriter:
                    values: Sequence[float], kept: WrittenSets, written: WrittenSets,
                    children: Sequence[tuple[str, int]]) -> tuple[Pieces, Pieces]:
         """Each label set's lines, kept from ``kept`` (by family and labels: a new label
-        set must not take another's place) while its count stays; ``written`` gets them."""
+        set must not take another's place) while its count stays; ``written`` gets them.
+        Its ``_created`` line never changes: once written, it is kept whatever comes."""
         buckets = layout.sum
         mine: list[Written] = []
         for extra, start in children:
             count = sum(values[start:start + buckets])
             before = kept.get((name, extra))
             if before is None or before[0] != count:  # an observation came: write it again
-                before = (count, *self._label_set(name, labels + extra, created, layout,
-                                                  values[start:start + layout.size]))
+                stamp = before[2] if before is not None else self._stamp(
+                    name, labels + extra, created, values[start + layout.created])
+                before = (count, self._label_set(name, labels + extra, layout,
+                                                 values[start:start + layout.created]), stamp)
             written[name, extra] = before
             mine.append(before)
+        if self._openmetrics:  # the _created line closes each label set
+            return tuple(piece for _, text, made in mine for piece in (text, made) if piece), ()
         return tuple(text for _, text, _ in mine), tuple(made for _, _, made in mine if made)
 
-    def _label_set(self, name: str, labels: str, created: bool, layout: Layout,
-                   values: Sequence[float]) -> tuple[bytes, bytes]:
-        """The lines of one histogram label set, and its text-format ``_created`` line."""
+    def _label_set(self, name: str, labels: str, layout: Layout,
+                   values: Sequence[float]) -> bytes:
+        """The bucket, count and sum lines of one histogram label set."""
         buckets = layout.sum
         cumulative = list(accumulate(values[:buckets]))
         count = cumulative[-1]  # the largest: all are below 1e6 if it is
+        shown = list(map(repr if count < 1e6 else _value, cumulative))
         head = f"{name}_bucket{{{labels}"
-        lines = [f"{head}{le}{shown}\n" for le, shown in zip(
-            self._les[id(layout)], map(repr if count < 1e6 else _value, cumulative), strict=True)]
+        lines = [f"{head}{le}{text}\n" for le, text in zip(self._les[id(layout)], shown,
+                                                            strict=True)]
         label_set = f"{{{labels}}} "
-        lines.append(f"{name}_count{label_set}{_value(count)}\n"
+        lines.append(f"{name}_count{label_set}{shown[-1]}\n"
                      f"{name}_sum{label_set}{_value(values[buckets])}\n")
-        stamp = f"{name}_created{label_set}{_value(values[layout.created])}\n" if created else ""
-        if self._openmetrics:
-            return "".join([*lines, stamp]).encode(), b""
-        return "".join(lines).encode(), stamp.encode()
+        return "".join(lines).encode()
+
+    @staticmethod
+    def _stamp(name: str, labels: str, created: bool, value: float) -> bytes:
+        """A histogram label set's ``_created`` line, if prometheus_client writes them."""
+        return f"{name}_created{{{labels}}} {_value(value)}\n".encode() if created else b""
 
     @staticmethod
     def _gauge(name: str, labels: str, values: Iterable[float]) -> tuple[Pieces, Pieces]:
