@@ -312,6 +312,7 @@ class Context:
 
     quick: bool
     runs: int
+    rounds: int  # figure 1's alternating rounds
     drain_tasks: int
     tasks_1m: bool
     redis: str

@@ -41,6 +41,8 @@ from benchmarks.results import (
 )
 from celery_observe.testing import listening, reap_all
 
+#: Figure 1's goal is defined over this many alternating rounds (issue 15, goal 3).
+THROUGHPUT_ROUNDS = 7
 MODULES = {1: "throughput", 2: "probes", 3: "cluster_status", 4: "scrape", 5: "cache_status",
            6: "memory", 7: "api", 8: "scale"}
 
@@ -55,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
                         help="folder for results.md and results.json")
     parser.add_argument("--runs", type=int, default=None,
-                        help="alternating runs per variant (default 3; quick 1)")
+                        help="alternating runs per variant (default 3, figure 1's rounds "
+                             f"{THROUGHPUT_ROUNDS}; quick 1)")
     parser.add_argument("--tasks", type=int, default=None,
                         help="tasks per drain in figures 1 and 4 (default 20000; quick 200)")
     parser.add_argument("--tasks-1m", action="store_true",
@@ -96,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     broker = redis_url(args.redis_db)
     amqp = AMQP_URL if listening("127.0.0.1", 5672, timeout=1.0) else None
     ctx = Context(quick=args.quick, runs=args.runs or (1 if args.quick else 3),
+                  rounds=args.runs or (1 if args.quick else THROUGHPUT_ROUNDS),
                   drain_tasks=args.tasks or (200 if args.quick else 20_000),
                   tasks_1m=args.tasks_1m, redis=broker, amqp=amqp,
                   flower=flower_installed() and not args.no_flower)
     if amqp is None:
         ctx.notes.append("RabbitMQ was not reachable on 127.0.0.1:5672: RabbitMQ rows skipped.")
     facts = machine_facts(broker, amqp)
-    settings = {"quick": args.quick, "runs": ctx.runs, "drain tasks": ctx.drain_tasks,
+    settings = {"quick": args.quick, "runs": ctx.runs, "figure 1 rounds": ctx.rounds,
+                "drain tasks": ctx.drain_tasks,
                 "tasks-1m": args.tasks_1m, "figures": ",".join(map(str, args.figures)),
                 "redis db": args.redis_db}
     client = redis.Redis.from_url(broker)
