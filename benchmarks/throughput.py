@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def round_ratios(values: list[float], plain: list[float]) -> float:
+def median_round_ratio(values: list[float], plain: list[float]) -> float:
     """The median of each round's ratio to plain's run of the same round."""
     return median(value / base for value, base in zip(values, plain, strict=True))
 
@@ -95,12 +95,14 @@ def _rows(pool: str, concurrency: int, drains: dict[str, list[Drain]]) -> list[R
     label = "solo" if pool == "solo" else f"{pool} -c {concurrency}"
     rates = {variant: [d.rate for d in runs] for variant, runs in drains.items()}
     cpus = {variant: [d.cpu_us_per_task for d in runs] for variant, runs in drains.items()}
+    cpu_ratios = {variant: median_round_ratio(values, cpus[PLAIN])
+                  for variant, values in cpus.items()}
     versus = "plain, round by round"
     rows = []
     for variant, values in rates.items():
-        ratio = round_ratios(values, rates[PLAIN])
-        cpu_ratio = round_ratios(cpus[variant], cpus[PLAIN])
-        note = f"main-process CPU {median(cpus[variant]):.0f} µs/task ({cpu_ratio:.2f}x)"
+        ratio = median_round_ratio(values, rates[PLAIN])
+        note = (f"main-process CPU {median(cpus[variant]):.0f} µs/task "
+                f"({cpu_ratios[variant]:.2f}x)")
         goal, met = "", None
         if variant == OBSERVE:
             note += f"; scraped every {SCRAPE_INTERVAL:g} s"
@@ -108,8 +110,7 @@ def _rows(pool: str, concurrency: int, drains: dict[str, list[Drain]]) -> list[R
             met = ratio >= GOAL and (EVENTS not in rates or min(values) > max(rates[EVENTS]))
         rows.append(Row(1, f"{label}: {variant}", "tasks/s", values, ratio, versus, goal, met,
                         note))
-    cpu_ratio = round_ratios(cpus[OBSERVE], cpus[PLAIN])
     rows.append(Row(1, f"{label}: {OBSERVE}, main-process CPU per task", "µs", cpus[OBSERVE],
-                    cpu_ratio, versus, f"≤ {CPU_GOAL}x", cpu_ratio <= CPU_GOAL,
+                    cpu_ratios[OBSERVE], versus, f"≤ {CPU_GOAL}x", cpu_ratios[OBSERVE] <= CPU_GOAL,
                     f"plain {median(cpus[PLAIN]):.0f} µs/task"))
     return rows
