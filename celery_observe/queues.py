@@ -32,7 +32,6 @@ from .task_side.publish import PUBLISHED_AT_HEADER
 if TYPE_CHECKING:
     from celery import Celery
 
-#: Message header holding the producer's publish time (unix seconds, float).
 #: The FaultLog component under which broker errors are reported.
 COMPONENT: Final = "queues"
 
@@ -57,6 +56,14 @@ class QueueReading(NamedTuple):
     #: False when the round trip failed: then ``depths`` is empty and means nothing.
     ok: bool
     read_at: float  # the injected clock at the round trip, to age cached ages
+
+    def length(self, name: str) -> int | None:
+        """Messages waiting in ``name``: 0 for a queue the broker does not have, None for
+        every queue when the broker could not be asked."""
+        if not self.ok:
+            return None
+        depth = self.depths.get(name)
+        return depth.total if depth is not None else 0
 
 
 def _published_at(raw: bytes | str | None) -> float | None:

@@ -24,6 +24,7 @@ from celery_observe.queues import (
     PUBLISHED_AT_HEADER,
     QueueDepth,
     QueueReader,
+    QueueReading,
     configured_queue_names,
 )
 from celery_observe.testing import free_port
@@ -548,3 +549,10 @@ def test_timeout_must_be_positive() -> None:
     """A bad timeout is refused with a message naming it."""
     with pytest.raises(ValueError, match=r"timeout must be .* got 0"):
         QueueReader(Celery(set_as_current=False), FaultLog(), timeout=0)
+
+
+def test_a_reading_says_zero_for_a_missing_queue_and_none_when_it_failed() -> None:
+    """A queue the broker does not have is empty; a failed round trip knows no length."""
+    depths = {"busy": QueueDepth("busy", 7)}
+    assert [QueueReading(depths, True, 0.0).length(name) for name in ("busy", "gone")] == [7, 0]
+    assert QueueReading({}, False, 0.0).length("busy") is None

@@ -11,6 +11,10 @@ from typing import Any
 import psutil
 import pytest
 from celery import Celery
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from celery_observe.testing import parse_metrics, wait_until
 
@@ -53,6 +57,48 @@ def test_metrics_negotiates_format_and_compression(broker: str, queue_name: str)
         ("worker_name", worker.hostname), ("pool", "solo"), ("concurrency", "1"),
         ("celery_version", __import__("celery").__version__)}))] == 1.0
     assert b"celery_task_total" in text
+
+
+def created_stamps(page: bytes, openmetrics: bool) -> dict[tuple[str, frozenset[Any]], float]:
+    """Every ``_created`` sample of ``page``, by name and labels."""
+    parse = (openmetrics_families if openmetrics else text_string_to_metric_families)
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in parse(page.decode()) for sample in family.samples
+            if sample.name.endswith("_created")}
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_created_stamps_stay_put_while_a_task_records_more(broker: str, client: Celery,
+                                                           queue_name: str) -> None:
+    """A series' ``_created`` is when it was first seen: scraped, then recorded into again
+    (the cached lines written anew), it says the same, in both formats alike."""
+    accept = {False: {}, True: {"Accept": "application/openmetrics-text; version=1.0.0"}}
+
+    def ended() -> tuple[int, int]:
+        counts = json.loads(worker.get("/status")[2])["counts"]
+        return counts["success"], counts["failure"]
+
+    def run(adds: int, booms: int, counts: tuple[int, int]) -> dict[bool, Any]:
+        for _ in range(adds):
+            client.send_task("tests.workerapp.add", (1, 2), queue=queue_name)
+        for _ in range(booms):
+            client.send_task("tests.workerapp.boom", queue=queue_name)
+        wait_until(lambda: ended() == counts, 20, "the tasks to end")
+        return {openmetrics: created_stamps(worker.get("/metrics", headers)[2], openmetrics)
+                for openmetrics, headers in accept.items()}
+
+    with WorkerProcess(broker, queue_name, pool="prefork") as worker:
+        first = run(2, 1, (2, 1))
+        second = run(3, 1, (5, 2))
+        totals = worker.metrics()
+    assert first[False] == first[True]  # one stamp per series, whichever the format
+    task_stamps = {key for key in first[False] if any(
+        label == "task_name" for label, _ in key[1])}
+    assert len(task_stamps) >= 8  # counters and histograms of both tasks
+    for openmetrics in (False, True):
+        assert second[openmetrics] == first[openmetrics]
+    assert totals[("celery_task_total", frozenset({
+        ("task_name", "tests.workerapp.add"), ("status", "success")}))] == 5.0
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)

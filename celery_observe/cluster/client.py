@@ -282,7 +282,7 @@ class Cluster:
         reports = {}
         for name in sorted(names):
             depth = reading.depths.get(name) or QueueDepth(name, 0)
-            length = depth.total if reading.ok else None
+            length = reading.length(name)
             reports[name] = QueueReport(
                 length=length,
                 by_priority={str(step): n for step, n in depth.by_priority.items()},
@@ -295,8 +295,7 @@ class Cluster:
         """Messages waiting in each of ``names``: 0 for a queue the broker does not have,
         None for all when the broker could not be asked. Safe to call from many threads."""
         reading = self._queue_reader.read(names, use_cache=self.use_cache)
-        return {name: (reading.depths[name].total if name in reading.depths else 0)
-                if reading.ok else None for name in sorted(set(names))}
+        return {name: reading.length(name) for name in sorted(set(names))}
 
     def close(self) -> None:
         """Close this client's broker connections."""
