@@ -13,6 +13,8 @@ SERVING = re.compile(r"celery-observe: serving .* on (?P<address>\S+):(?P<port>\
 #: What the test apps (tests/workerapp.py and its siblings) read their broker and queue from.
 BROKER_ENV = "CELERY_OBSERVE_TEST_BROKER"
 QUEUE_ENV = "CELERY_OBSERVE_TEST_QUEUE"
+#: The file that lets tests/heldstartapp.py's worker finish starting.
+RELEASE_ENV = "CELERY_OBSERVE_TEST_RELEASE_FILE"
 
 
 class WorkerProcess(ObservedWorker):

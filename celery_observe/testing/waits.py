@@ -13,10 +13,11 @@ class WaitTimeoutError(AssertionError, TimeoutError):
     """A wait ran out of time: a failed assertion to pytest, a ``TimeoutError`` to a script."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str,
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
                interval: float = 0.05) -> T:
     """Poll ``predicate`` every ``interval`` s until it returns something truthy, and return
-    that; raise :class:`WaitTimeoutError` naming ``what`` once ``timeout`` s have passed."""
+    that (never None: a predicate of ``X | None`` gives an ``X``); raise
+    :class:`WaitTimeoutError` naming ``what`` once ``timeout`` s have passed."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -98,17 +98,24 @@ class ObservedWorker(ServedOverHttp):
         if not (self.observe and serving):
             wait_until(self._logged_ready, timeout, "the worker to be ready")
             return
-        try:
-            self.port = wait_until(self._listening_port, timeout, "the worker to serve")
-        except WaitTimeoutError as error:
-            seen = sorted(self._ports_seen) or "no port"
-            raise WaitTimeoutError(f"{error}: its main process listens on {seen}\n{self.log()}",
-                              ) from None
+        self.wait_serving(timeout)
         if probe_ready:
             wait_until(lambda: self._running() and self.status_code("/readyz") == 200,
                        timeout, "the worker to be ready")
         else:
             wait_until(self._logged_ready, timeout, "the worker to be ready")
+
+    def wait_serving(self, timeout: float = 30.0) -> int:
+        """Wait until the worker's HTTP server listens, ready or not; its port (also
+        :attr:`port`). For a test of a worker that is not, or not yet, ready."""
+        try:
+            port = wait_until(self._listening_port, timeout, "the worker to serve")
+        except WaitTimeoutError as error:
+            seen = sorted(self._ports_seen) or "no port"
+            raise WaitTimeoutError(f"{error}: its main process listens on {seen}\n{self.log()}",
+                                   ) from None
+        self.port = port
+        return port
 
     def _running(self) -> subprocess.Popen[bytes]:
         process = self._started()

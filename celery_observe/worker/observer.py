@@ -62,6 +62,12 @@ def _pool_name(worker: Any) -> str:
     return names.get(path) or str(getattr(pool_cls, "__name__", pool_cls))
 
 
+def shutdown_requested() -> bool:
+    """Whether a warm or cold shutdown began: Celery stores its exit code in the flag, and a
+    warm shutdown's is 0, so only None and False mean none (as ``state.maybe_shutdown``)."""
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
+
 class Observer:
     """The observation runtime of one worker."""
 
@@ -220,12 +226,16 @@ class Observer:
 
     def readiness(self) -> ProbeResult:
         consumer = self.consumer
-        started = consumer is not None and consumer.blueprint.state == bootsteps.RUN
+        # Celery's own test of a fully started blueprint: its state is RUN from the first
+        # step on, and a step that follows the connection (the heartbeat's first event)
+        # can wait on the broker for as long as it is away, before the event loop runs.
+        started = (consumer is not None and consumer.blueprint.state == bootsteps.RUN
+                   and consumer.blueprint.started == len(consumer.steps))
         return readiness(
             started=started,
             connected=started and consumer.connection is not None,
             consuming=started and getattr(consumer, "task_consumer", None) is not None,
-            shutting_down=bool(worker_state.should_stop or worker_state.should_terminate),
+            shutting_down=shutdown_requested(),
         )
 
     def queue_names(self) -> list[str]:

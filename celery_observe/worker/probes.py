@@ -54,7 +54,7 @@ def readiness(*, started: bool, connected: bool, consuming: bool,
     if shutting_down:
         reason = "the worker is shutting down"
     elif not started:
-        reason = "the worker's consumer has not started yet"
+        reason = "the worker's consumer has not finished starting"
     elif not connected:
         reason = "the worker is not connected to the broker (reconnecting)"
     elif not consuming:
