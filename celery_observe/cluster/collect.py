@@ -39,10 +39,10 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
 
     It collects until as many replies came as the broker counted listeners (Redis), or
     until every ``expected`` worker replied and then for the grace, or for ``timeout``,
-    whichever ends first. Expecting no one and counting no one, it collects for
-    ``discovery_timeout``. A counted listener that does not reply (a worker busy in a
-    solo pool's task, a debugging PSUBSCRIBE) costs a fresh client one ``timeout``: a
-    worker slow to answer is still a worker, and ``timeout`` is how long one may take.
+    whichever ends first. Expecting no one, it collects for ``discovery_timeout``; when it
+    counted listeners but expects none by name, it goes on while replies keep coming and
+    stops once none came for ``discovery_timeout`` (a listener that never replies, such as
+    a debugging PSUBSCRIBE, costs that much and not a ``timeout``).
     """
     node = app.control.mailbox(connection)
     channel = connection.default_channel
@@ -51,11 +51,14 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     # who replied to this ticket, late ones too: each is one listener done (by name, so a
     # reply that reaches us twice does not stand for a listener still to come)
     answered: set[str] = set()
+    last_reply = 0.0  # when the latest came (monotonic); collecting starts it afresh
 
     def on_message(body: Any, message: Any) -> None:
+        nonlocal last_reply
         if message.headers.get("ticket") != ticket:
             return
         answered.update(body if isinstance(body, dict) else ())
+        last_reply = time.monotonic()
         expires = message.headers.get("expires")
         if not (expires and time.time() > expires):
             replies.update(body)
@@ -66,8 +69,9 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
     queue = node.reply_queue
     consumer = Consumer(channel, [queue], accept=node.accept, no_ack=True,  # type: ignore[no-untyped-call]
                         callbacks=[on_message])
-    started = time.monotonic()
+    started = last_reply = time.monotonic()
     end = started + (timeout if expected or listeners else discovery_timeout)
+    quiet = discovery_timeout if listeners and not expected else None
     try:
         with consumer:
             while (now := time.monotonic()) < end:
@@ -80,8 +84,11 @@ def broadcast(app: Any, connection: Any, command: str, arguments: dict[str, Any]
                         break
                     end = now + grace
                     expected = set()  # the grace starts once
+                until = end if quiet is None else min(end, last_reply + quiet)
+                if now >= until:
+                    break
                 try:
-                    connection.drain_events(timeout=end - now)
+                    connection.drain_events(timeout=until - now)
                 except TimeoutError:
                     break
     finally:
