@@ -21,6 +21,7 @@ from tests.workers import RELEASE_ENV
 
 __all__ = ["app"]
 
+
 class HoldStart(bootsteps.StartStopStep):
     """Waits up to 60 s for the file ``$CELERY_OBSERVE_TEST_RELEASE_FILE`` (or a shutdown),
     once the task consumer exists; it creates that path plus ``.held`` when it begins."""

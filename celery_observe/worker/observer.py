@@ -68,6 +68,7 @@ def shutdown_requested() -> bool:
     return any(flag is not None and flag is not False
                for flag in (worker_state.should_stop, worker_state.should_terminate))
 
+
 class Observer:
     """The observation runtime of one worker."""
 
