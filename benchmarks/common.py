@@ -95,17 +95,24 @@ def cleanup_amqp(queue: str) -> None:
 
 class Worker(ObservedWorker):
     """``celery -A benchmarks.benchapp worker`` in a subprocess, plain or observed (with
-    ``events``, sending task events; ``options``: more command-line options), tracked for
-    :func:`reap_all`."""
+    ``events``, sending task events; ``options``: more command-line options; ``wrapper``:
+    a command the worker runs under, such as valgrind), tracked for :func:`reap_all`."""
 
     def __init__(self, broker: str, queue: str, pool: str = "prefork", concurrency: int = 2,
                  observe: bool = False, events: bool = False, names: int = 0,
-                 hostname: str = "", options: Sequence[str] = ()) -> None:
+                 hostname: str = "", options: Sequence[str] = (),
+                 wrapper: Sequence[str] = ()) -> None:
         super().__init__(APP, broker, queue, pool=pool, concurrency=concurrency,
                          extra_args=(*(("-E",) if events else ()), *options), observe=observe,
                          env=bench_env(broker, queue, names), hostname=hostname or None,
                          broker_env=BROKER_ENV, queue_env=QUEUE_ENV, cwd=REPO,
                          remove_log=True, log_prefix="observe-bench-worker-")
+        self.args = [*wrapper, *self.args]
+
+
+def pool_label(pool: str, concurrency: int) -> str:
+    """How figure 1's rows name a pool: ``solo`` (which ignores -c), else ``prefork -c 2``."""
+    return "solo" if pool == "solo" else f"{pool} -c {concurrency}"
 
 
 def cluster_workers(broker: str, queue: str, count: int, pool: str = "prefork",

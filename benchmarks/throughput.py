@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from benchmarks import instructions
 from benchmarks.common import (
     Context,
     Flower,
     Scraper,
     Worker,
     log,
+    pool_label,
     running,
 )
 from benchmarks.queueing import (
@@ -83,7 +85,7 @@ def run(ctx: Context) -> list[Row]:
                 log(f"fig 1 {pool} -c {concurrency} {variant} round {number}/{ctx.rounds}: "
                     f"{drain.rate:.0f} tasks/s, main CPU {drain.cpu_us_per_task:.0f} us/task")
         rows += _rows(pool, concurrency, drains)
-    return rows
+    return rows + instructions.rows(ctx, pools)
 
 
 def median_round_ratio(values: list[float], plain: list[float]) -> float:
@@ -92,7 +94,7 @@ def median_round_ratio(values: list[float], plain: list[float]) -> float:
 
 
 def _rows(pool: str, concurrency: int, drains: dict[str, list[Drain]]) -> list[Row]:
-    label = "solo" if pool == "solo" else f"{pool} -c {concurrency}"
+    label = pool_label(pool, concurrency)
     rates = {variant: [d.rate for d in runs] for variant, runs in drains.items()}
     cpus = {variant: [d.cpu_us_per_task for d in runs] for variant, runs in drains.items()}
     cpu_ratios = {variant: median_round_ratio(values, cpus[PLAIN])

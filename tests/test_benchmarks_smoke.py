@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,9 @@ def test_quick_benchmark_run_writes_numbers_for_every_figure(tmp_path: Path) -> 
     assert "cores (logical / physical)" in results["machine"]
     table = (tmp_path / "results.md").read_text()
     assert all(f"| {figure}. " in table for figure in FIGURES)
+
+    counted = [row for row in results["figures"]["1"] if row["unit"] == "instructions"]
+    if shutil.which("valgrind") and shutil.which("callgrind_control"):  # .ci/run installs it
+        assert len(counted) == 1 and counted[0]["values"][0] > 100_000, counted
+    else:
+        assert not counted and "valgrind is not installed" in table
