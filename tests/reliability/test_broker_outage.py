@@ -35,7 +35,7 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from celery_observe.testing import wait_until
+from celery_observe.testing import WaitTimeoutError, wait_until
 
 from ..conftest import broker_url, running
 from ..proxy import TCPProxy
@@ -393,12 +393,19 @@ def _ride_out(worker: WorkerProcess, outage: Outage, client: Celery, queue: str,
         f"{ran_by_then} executions")
 
     # Everything published ran, and the broker holds nothing more (no redelivery to come).
+    left: dict[str, int] = {}
+
     def drained() -> bool:
         status = json.loads(worker.get("/status")[2])
-        return (set(executions(log)) >= set(published) and outage.pending(queue) == 0
-                and status["active_count"] == status["reserved_count"] == 0)
-    wait_until(drained, 30, "every published task to run and the broker to hold nothing",
-               interval=0.25)
+        left.update(never_ran=len(set(published) - set(executions(log))),
+                    in_the_broker=outage.pending(queue), active=status["active_count"],
+                    reserved=status["reserved_count"])
+        return not any(left.values())
+    try:
+        wait_until(drained, 30, "every published task to run and the broker to hold nothing",
+                   interval=0.25)
+    except WaitTimeoutError as error:  # which of the four it was, and what the worker said
+        raise WaitTimeoutError(f"{error}: {left}\n{worker.log()[-4000:]}") from None
     wait_until(lambda: sum(counted(worker).values()) >= len(executions(log)), 10,
                "the last outcomes to be recorded")
     time.sleep(1.0)  # anything still to come would show now
