@@ -1,16 +1,15 @@
 """Figure 1's steadiest row: the instructions a worker's main process executes per task.
 
 On this VM the CPU time of one drain swings by more than what figure 1 measures (solo,
-plain: 790 to 1,665 µs per task within one hour), and the swing is not even: an idle vCPU
-halts between tasks, and what a process finds in its caches when it wakes depends on what
-ran meanwhile. The instructions a drain executes do not swing: valgrind's callgrind counts
-them. Each worker starts under callgrind with counting off (so start-up takes seconds, not
-minutes); counting goes on once it is ready and idle, the observed worker is scraped once
-(as every 5 s is at figure 1's ~600 tasks/s: one scrape per 3,000 tasks), the tasks are
-queued at once, and the count is dumped when the queue is empty. The count is of
-user-space instructions in every thread of the main process; the kernel's work (the same
-system calls for both variants) is not in it. Two drains of one variant differ by 0.2%
-here, so one drain per variant is enough.
+plain: 790 to 1,665 µs per task within one hour), and two runs of the same code disagree
+on which pool costs more. The instructions a drain executes do not swing: valgrind's
+callgrind counts them. Each worker starts under callgrind with counting off (so start-up
+takes seconds, not minutes); counting goes on once it is ready and idle, the observed
+worker is scraped once (as every 5 s is at figure 1's ~600 tasks/s: one scrape per 3,000
+tasks), the tasks are queued at once, and the count is dumped when the queue is empty.
+The count is of user-space instructions in every thread of the main process; the kernel's
+work (the same system calls for both variants) is not in it. Two drains of one variant
+differ by 0.2% here, so one drain per variant is enough.
 """
 
 from __future__ import annotations
@@ -32,11 +31,10 @@ from benchmarks.common import (
 )
 from benchmarks.queueing import Publisher
 from benchmarks.results import Row
-from celery_observe.testing import wait_until
 
 #: Tasks per counted drain (~2 min under callgrind here), and per scrape.
 TASKS = 3000
-#: Start-up under valgrind, counting off, takes ~10 s here (Python runs ~5x slower).
+#: Start-up under valgrind, counting off, takes ~10 s here.
 READY_TIMEOUT = 300.0
 GOAL = 1.02
 TOOLS = ("valgrind", "callgrind_control")
@@ -67,8 +65,7 @@ def count_once(ctx: Context, pool: str, concurrency: int, observe: bool, tasks: 
                 if observe:
                     http_get(worker.port, "/metrics", PROMETHEUS_HEADERS)
                 publisher.push(payloads)
-                wait_until(lambda: publisher.backlog() == (0, 0), 60 + tasks,
-                           "the callgrind worker to drain its queue")
+                publisher.wait_empty(60 + tasks)
                 _control("--dump", pid)
             dump = Path(f"{out}.1")
             found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks import instructions
 
 from .conftest import broker_url
 
@@ -42,7 +43,7 @@ def test_quick_benchmark_run_writes_numbers_for_every_figure(tmp_path: Path) -> 
     assert all(f"| {figure}. " in table for figure in FIGURES)
 
     counted = [row for row in results["figures"]["1"] if row["unit"] == "instructions"]
-    if shutil.which("valgrind") and shutil.which("callgrind_control"):  # .ci/run installs it
+    if instructions.available():  # .ci/run installs valgrind
         assert len(counted) == 1 and counted[0]["values"][0] > 100_000, counted
     else:
         assert not counted and "valgrind is not installed" in table
