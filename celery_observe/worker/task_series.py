@@ -33,6 +33,9 @@ DURATION_BLOCKS = "01234"
 WAIT, ERROR, RETRY = "w", "e", "r"
 #: A counter block: its value, then its creation time.
 COUNTER_SIZE = 2
+#: ``blocks`` strings whose histogram starts are remembered (some 0.5 KB each, so at
+#: most 128 KB); past that, a string's starts are found on every call.
+MAX_SHAPES = 256
 
 
 class Layout:
@@ -116,21 +119,23 @@ class Blocks:
     def __init__(self, duration: Layout, wait: Layout) -> None:
         self.duration = duration
         self.wait = wait
-
-    def _start(self, blocks: str, index: int) -> int:
-        """Where block number ``index`` starts: after the head and every block before it."""
-        before = blocks[:index]
-        waits = before.count(WAIT)
-        counters = before.count(ERROR) + before.count(RETRY)
-        durations = index - waits - counters
-        return (HEAD + durations * self.duration.size + waits * self.wait.size
-                + counters * COUNTER_SIZE)
+        # Where each histogram block starts, by ``blocks`` string: most tasks of a worker
+        # share a few (``0``, ``w0``), so a task's hot path finds its block in two dict
+        # lookups, not by reading the string. A string costs its entry whatever its task.
+        self._histogram_starts: dict[str, dict[str, int]] = {}
 
     def histogram(self, series: TaskSeries, kind: str, created: float) -> int:
         """The start of ``series``' histogram block ``kind``, added if new (under its lock)."""
-        index = series.blocks.find(kind)
-        if index >= 0:
-            return self._start(series.blocks, index)
+        blocks = series.blocks
+        starts = self._histogram_starts.get(blocks)
+        if starts is None:
+            starts = {block: start for block, start in self._positions(blocks)
+                      if block not in (ERROR, RETRY)}
+            if len(self._histogram_starts) < MAX_SHAPES:
+                self._histogram_starts[blocks] = starts
+        start = starts.get(kind)
+        if start is not None:
+            return start
         layout = self.wait if kind == WAIT else self.duration
         return self._add(series, kind, layout.size, layout.created, created)
 
@@ -138,9 +143,9 @@ class Blocks:
         """The start of ``series``' counter block (``kind``, ``key``), -1 if there is none
         and ``created`` is None; else added (under its lock)."""
         keys = iter(series.keys)
-        for index, block in enumerate(series.blocks):
+        for block, start in self._positions(series.blocks):
             if block in (ERROR, RETRY) and next(keys) == key and block == kind:
-                return self._start(series.blocks, index)
+                return start
         if created is None:
             return -1
         series.keys = (*series.keys, key)
@@ -173,11 +178,16 @@ class Blocks:
     def each(self, snap: Snapshot) -> Iterator[Block]:
         """Every block of a snapshot, in order."""
         keys = iter(snap.keys)
+        for kind, start in self._positions(snap.blocks):
+            yield Block(kind, next(keys) if kind in (ERROR, RETRY) else None, start)
+
+    def _positions(self, blocks: str) -> Iterator[tuple[str, int]]:
+        """Each block of a ``blocks`` string with where it starts: after the head and
+        every block before it."""
         start = HEAD
-        for kind in snap.blocks:
+        for kind in blocks:
+            yield kind, start
             if kind in (ERROR, RETRY):
-                yield Block(kind, next(keys), start)
                 start += COUNTER_SIZE
             else:
-                yield Block(kind, None, start)
                 start += (self.wait if kind == WAIT else self.duration).size
