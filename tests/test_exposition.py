@@ -7,6 +7,7 @@ the same observations at the same (fake) times, rendered by its own ``generate_l
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from celery_observe.config import DEFAULT_BUCKETS, ObserveConfig
 from celery_observe.shapes import STATUSES
 from celery_observe.worker.exposition import Exposition, _value
 from celery_observe.worker.history import TaskHistory
-from celery_observe.worker.metrics import WAIT_BUCKETS, TaskMetrics
+from celery_observe.worker.metrics import WAIT_BUCKETS, OutcomeTotals, TaskMetrics
 from celery_observe.worker.observer import Observer
 from celery_observe.worker.outcome import REJECTED, REVOKED, SUCCESS, Outcome
 from celery_observe.worker.recorder import Recorder
@@ -39,6 +40,10 @@ OUTCOMES = (SUCCESS, REJECTED, REVOKED, FAILURE, RETRY, TIMED_OUT)
 #: On a bound (it falls in that bucket), between bounds, zero, past the last bound, huge.
 DURATIONS = (0.005, 0.0031, 0.0, 0.7, 7200.0, 9000.5, 3.5e6)
 NAMES = ("proj.a", 'proj."quoted"', "proj.back\\slash", "proj.new\nline")
+#: The queues outcomes come from: None is an outcome counted under no queue.
+QUEUES = ("celery", "proj.bulk", "other", None)
+#: Our celery_tasks_total lines (HELP and TYPE name it without _total in OpenMetrics).
+OUR_QUEUE_TOTALS = re.compile(rb"(# (HELP|TYPE) )?celery_tasks[_ ]")
 Samples = list[tuple[str, tuple[tuple[str, str], ...], float]]
 
 
@@ -86,7 +91,10 @@ class Reference:
             "celery_task_last_success_timestamp_seconds",
             doc("celery_task_last_success_timestamp_seconds"), ["task_name"],
             registry=registry)
+        self.by_queue = Counter("celery_tasks", OutcomeTotals.DOCUMENTATION,
+                                ["queue", "status"], registry=registry)
         self._seen: set[str] = set()
+        self._queues: set[str] = set()
 
     def _see(self, name: str) -> None:
         if name not in self._seen:
@@ -102,8 +110,15 @@ class Reference:
         if wait is not None:
             self.wait.labels(name).observe(wait)
 
-    def finished(self, name: str, outcome: Outcome, elapsed: float | None, ended: float) -> None:
+    def finished(self, name: str, outcome: Outcome, elapsed: float | None, ended: float,
+                 queue: str | None = None) -> None:
         self._see(name)
+        if queue is not None:
+            if queue not in self._queues:  # every status of a queue, from its first outcome
+                self._queues.add(queue)
+                for status in STATUSES:
+                    self.by_queue.labels(queue, status)
+            self.by_queue.labels(queue, outcome.status).inc()
         if elapsed is not None:
             self.active.labels(name).dec()
         if outcome.timed_out:
@@ -132,7 +147,7 @@ class Recorded:
         self.reference = Reference(self.metrics)
 
     def run(self, name: str, outcome: Outcome, duration: float | None,
-            wait: float | None = None) -> None:
+            wait: float | None = None, queue: str | None = None) -> None:
         """One execution (``duration`` None: it never ran), recorded on both sides."""
         self.clocks.tick()
         if duration is not None:
@@ -142,20 +157,24 @@ class Recorded:
             self.reference.started(name, None if published is None
                                    else max(0.0, self.clocks.wall - published))
             self.clocks.tick(duration)
-        self.recorder.finished(name, outcome, None if duration is None else 0.0)
-        self.reference.finished(name, outcome, duration, self.clocks.wall)
+        self.recorder.finished(name, outcome, None if duration is None else 0.0, queue=queue)
+        self.reference.finished(name, outcome, duration, self.clocks.wall, queue)
 
     def every_outcome(self, name: str) -> None:
         for index, outcome in enumerate(OUTCOMES):
             never_ran = outcome is REVOKED and index % 2 == 0
             self.run(name, outcome, None if never_ran else DURATIONS[index % len(DURATIONS)],
-                     wait=DURATIONS[(index + 3) % len(DURATIONS)])
+                     wait=DURATIONS[(index + 3) % len(DURATIONS)],
+                     queue=QUEUES[index % len(QUEUES)])
 
     def pages(self, openmetrics: bool) -> tuple[Samples, Samples]:
         """(the exposition's page, prometheus_client's), as sorted samples."""
         parse, generate = (parse_om, generate_openmetrics) if openmetrics else (
             parse_text, generate_text)
         rest = generate(self.registry)
+        # the reference's celery_tasks_total is a prometheus_client Counter: not ours too
+        rest = b"".join(line for line in rest.splitlines(keepends=True)
+                        if not OUR_QUEUE_TOTALS.match(line))
         reference = generate(self.reference.registry)
         if openmetrics:  # one page: a single # EOF at its end
             reference = reference.removesuffix(b"# EOF\n")
@@ -201,7 +220,24 @@ def test_page_has_the_samples_prometheus_client_renders(recorded: Recorded,
         recorded.every_outcome(name)
     page, reference = recorded.pages(openmetrics)
     assert page == reference
-    assert len(page) == 4 * 136  # 5 histograms of 23 series, 21 other series per name
+    # 5 histograms of 23 series, 21 other series per name; 5 statuses of 3 queues; the
+    # dropped_label_values counter of queue "other"
+    assert len(page) == 4 * 136 + 3 * 5 * 2 + 2
+
+
+@FORMATS
+def test_without_created_series_the_page_is_still_prometheus_clients(
+        recorded: Recorded, openmetrics: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROMETHEUS_DISABLE_CREATED_SERIES (prometheus_client's switch, read at import)
+    drops every ``_created`` sample, ours as its own."""
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", False)
+    for name in NAMES:
+        recorded.every_outcome(name)
+    page, reference = recorded.pages(openmetrics)
+    assert page == reference
+    assert not [name for name, _, _ in page if name.endswith("_created")]
+    # per name, 9 counters' and 5 histograms' _created gone; the queues' and dropped's
+    assert len(page) == 4 * (136 - 9 - 5) + 3 * 5 + 1
 
 
 @FORMATS
@@ -256,7 +292,8 @@ def test_records_from_many_threads_while_rendering_lose_nothing(recorded: Record
         for index in range(runs):
             name = names[index % 2]
             recorded.recorder.started(name)
-            recorded.recorder.finished(name, SUCCESS, recorded.clocks.monotonic - 0.25)
+            recorded.recorder.finished(name, SUCCESS, recorded.clocks.monotonic - 0.25,
+                                       queue="celery")
 
     def render() -> None:
         while not done.is_set():
@@ -273,10 +310,12 @@ def test_records_from_many_threads_while_rendering_lose_nothing(recorded: Record
     renderer.join()
     for index in range(2 * runs):  # the same observations, one after another
         recorded.reference.started(names[index % 2], None)
-        recorded.reference.finished(names[index % 2], SUCCESS, 0.25, recorded.clocks.wall)
+        recorded.reference.finished(names[index % 2], SUCCESS, 0.25, recorded.clocks.wall,
+                                    "celery")
     page, reference = recorded.pages(False)
     assert page == reference
     assert sum(value for name, labels, value in page if name == "celery_task_total") == 4000
+    assert sum(value for name, labels, value in page if name == "celery_tasks_total") == 4000
 
 
 def test_values_are_written_as_prometheus_client_writes_them() -> None:

@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import metrics as client_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from ..config import DEFAULT_BUCKETS
+from ..shapes import STATUSES
 from .task_series import Blocks, Layout
 
 #: Time between publish and start: the default duration buckets, from a blink (5 ms) to a
@@ -101,6 +103,54 @@ class FailureRate(Collector):
             return [(name, self._sum(slots, now)) for name, slots in self._slots.items()]
 
 
+class OutcomeTotals(Collector):
+    """Outcomes by status (for ``/status``), and ``celery_tasks_total{queue,status}``.
+
+    Both change under one lock, once per outcome: a prometheus_client counter child
+    would take a lock of its own and four Python calls more. The page is what such a
+    counter writes: a queue's five status series appear together at its first outcome,
+    stamped ``_created`` then. Queues are bounded by those the worker consumes, plus
+    ``other`` (see :mod:`.delivery`).
+    """
+
+    DOCUMENTATION = ("Tasks finished by this worker, by the queue they were delivered from "
+                     "and outcome; 'other' for a delivery that names no queue the worker "
+                     "consumes.")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_status = dict.fromkeys(STATUSES, 0)
+        self._by_queue: dict[str, dict[str, float]] = {}
+        self._created: dict[str, float] = {}
+
+    def add(self, status: str, queue: str | None, now: float) -> None:
+        """One outcome, counted under ``queue`` too unless it is None."""
+        with self._lock:
+            self._by_status[status] += 1
+            if queue is not None:
+                counts = self._by_queue.get(queue)
+                if counts is None:
+                    counts = self._by_queue[queue] = dict.fromkeys(STATUSES, 0.0)
+                    self._created[queue] = now
+                counts[status] += 1.0
+
+    def by_status(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._by_status)
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("celery_tasks", self.DOCUMENTATION,
+                                     labels=["queue", "status"])
+        created = client_metrics._use_created  # prometheus_client's switch for _created
+        with self._lock:
+            queues = [(queue, dict(counts), self._created[queue])
+                      for queue, counts in self._by_queue.items()]
+        for queue, counts, stamp in queues:
+            for status, value in counts.items():
+                family.add_metric([queue, status], value, created=stamp if created else None)
+        yield family
+
+
 class PerTaskFamily(NamedTuple):
     """A family with a ``task_name`` label, rendered by :mod:`.exposition` from the
     recorder's :class:`~.task_series.TaskSeries`, not kept in a registry."""
@@ -144,13 +194,8 @@ class TaskMetrics:
             "celery_task_queue_wait_seconds",
             "Time from publish to start, for tasks whose producer stamped the publish time "
             "(celery_observe installed in the producer).", "histogram")
-        self.tasks_by_queue = Counter(
-            "celery_tasks",
-            "Tasks finished by this worker, by the queue they were delivered from and "
-            "outcome; 'other' for a delivery that names no queue the worker consumes.",
-            ["queue", "status"],
-            registry=registry,
-        )
+        self.outcomes = OutcomeTotals()
+        registry.register(self.outcomes)
         self.failure_rate = FailureRate()  # registered by the caller, behind a fault guard
         self.worker_info = Gauge(
             "celery_worker_info",

@@ -11,10 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter
-
 from ..cardinality import OVERFLOW, BoundedLabel
-from ..shapes import STATUSES
 from .history import FinishedTask, TaskHistory
 from .metrics import TaskMetrics
 from .outcome import Outcome
@@ -51,12 +48,9 @@ class Recorder:
         self._wall_clock = wall_clock
         self._series: dict[str, TaskSeries] = {}
         self._lock = threading.Lock()
-        self._counts = dict.fromkeys(STATUSES, 0)  # for /status: O(1) instead of a collect
         # Class names come from code, but code can make classes, and names x classes can
         # multiply: the (task name, class) pairs are bounded, as task names are.
         self._pairs = {"error_type": 0, "reason": 0}
-        # celery_tasks_total's children by queue: bounded by the queues the worker consumes
-        self._by_queue: dict[str, dict[str, Counter]] = {}
 
     def series(self, task_name: str) -> TaskSeries:
         """The series of ``task_name``, or of ``other`` past the cap on task names."""
@@ -106,10 +100,9 @@ class Recorder:
             return
         if series.name != task_name:
             self.metrics.dropped_label_values.labels("task_name").inc()
-        if queue is not None:
-            self._queue_total(queue)[status].inc()
-        with self._lock:
-            self._counts[status] += 1
+        if queue == OVERFLOW:
+            self.metrics.dropped_label_values.labels("queue").inc()
+        self.metrics.outcomes.add(status, queue, ended)
         if outcome.error_type is not None:
             self.metrics.failure_rate.add(series.name)
 
@@ -153,19 +146,6 @@ class Recorder:
             start = blocks.counter(series, kind, sys.intern(class_name), now)
         series.values[start] += 1.0
 
-    def _queue_total(self, queue: str) -> dict[str, Counter]:
-        """The bound children of ``queue``: one dict lookup once made."""
-        if queue == OVERFLOW:
-            self.metrics.dropped_label_values.labels("queue").inc()
-        children = self._by_queue.get(queue)
-        if children is None:
-            with self._lock:
-                children = self._by_queue.get(queue)
-                if children is None:
-                    children = self._by_queue[queue] = {
-                        s: self.metrics.tasks_by_queue.labels(queue, s) for s in STATUSES}
-        return children
-
     def all_series(self) -> list[TaskSeries]:
         """The series of every task name seen, in the order they were first seen."""
         with self._lock:
@@ -173,5 +153,4 @@ class Recorder:
 
     def counts(self) -> dict[str, int]:
         """Outcomes recorded so far, by status, over all task names."""
-        with self._lock:
-            return dict(self._counts)
+        return self.metrics.outcomes.by_status()
