@@ -65,6 +65,20 @@ THREADS_POOL_SPARE_SOCKETS = 1
 # Upstream (the same trace as celery/kombu#582); seen in 1 of 15 outages here.
 KOMBU_CLOSE_CRASH = ("Unrecoverable error: "
                      "AttributeError(\"'NoneType' object has no attribute 'hostname'\")")
+# kombu's Redis transport takes a message off its list (BRPOP) and only then records it
+# in the "unacked" hash, with a second command: a Redis killed between the two loses that
+# message, with nothing left to restore (upstream: the same kind of window as
+# celery/celery#4354). One BRPOP is in flight at a time, so at most one message, and one
+# the worker never received; seen once in CI (2026-12-02). celery-observe cannot count
+# what Celery never saw: such a message is reported as a figure, not failed on.
+KOMBU_BRPOP_GAP = 1
+# Under prefork, a lost connection makes Celery's consumer flush the pool, which drops
+# from its books each job already handed to a child that had not yet reported its start
+# (AsynPool.flush: "they will be redelivered by the broker"). The child runs it anyway;
+# its outcome reaches nothing in the main process (not Celery's own task_success signal,
+# not celery-observe), and the unacked message is delivered again: the task runs twice
+# and is counted once. At most one such job per child, and only of a task that ran twice.
+POOL_FLUSH_HIDES = CONCURRENCY
 Figure = Callable[[str, str], None]
 
 
@@ -80,6 +94,9 @@ class Outage(Protocol):
     #: False when the broker may forget acks it received shortly before it died, and
     #: deliver those messages again: a killed RabbitMQ node writes acks to disk lazily.
     keeps_acks: bool
+    #: Messages the transport may lose at the moment the broker dies, before the worker
+    #: ever receives them (see KOMBU_BRPOP_GAP).
+    may_lose_undelivered: int
 
     def down(self) -> None: ...
 
@@ -95,6 +112,7 @@ class RedisOutage:
 
     startup = 0.1
     keeps_acks = True  # an ack is an HDEL, on disk before Redis answers it
+    may_lose_undelivered = KOMBU_BRPOP_GAP
 
     def __init__(self, server: PrivateRedis) -> None:
         self.server = server
@@ -143,6 +161,7 @@ class RabbitNodeOutage:
     """Kill and restart a private RabbitMQ node; its durable queues survive on disk."""
 
     keeps_acks = False
+    may_lose_undelivered = 0
 
     def __init__(self, node: PrivateRabbitMQ, startup: float) -> None:
         self.node = node
@@ -164,6 +183,7 @@ class ProxyOutage:
 
     startup = 0.0
     keeps_acks = True
+    may_lose_undelivered = 0
 
     def __init__(self, proxy: TCPProxy, direct_url: str) -> None:
         self.proxy = proxy
@@ -397,7 +417,8 @@ def _ride_out(worker: WorkerProcess, outage: Outage, client: Celery, queue: str,
 
     def drained() -> bool:
         status = json.loads(worker.get("/status")[2])
-        left.update(never_ran=len(set(published) - set(executions(log))),
+        never_ran = len(set(published) - set(executions(log)))
+        left.update(never_ran=max(0, never_ran - outage.may_lose_undelivered),
                     in_the_broker=outage.pending(queue), active=status["active_count"],
                     reserved=status["reserved_count"])
         return not any(left.values())
@@ -406,17 +427,29 @@ def _ride_out(worker: WorkerProcess, outage: Outage, client: Celery, queue: str,
                    interval=0.25)
     except WaitTimeoutError as error:  # which of the four it was, and what the worker said
         raise WaitTimeoutError(f"{error}: {left}\n{worker.log()[-4000:]}") from None
-    wait_until(lambda: sum(counted(worker).values()) >= len(executions(log)), 10,
-               "the last outcomes to be recorded")
+    with contextlib.suppress(WaitTimeoutError):  # what may stay uncounted is checked below
+        wait_until(lambda: sum(counted(worker).values()) >= len(executions(log)), 10,
+                   "the last outcomes to be recorded")
     time.sleep(1.0)  # anything still to come would show now
     ran, counts = executions(log), counted(worker)
     times = collections.Counter(ran)
     twice = {task_id: n for task_id, n in times.items() if n > 1}
 
-    # What celery-observe counted is what ran: nothing lost, nothing counted twice.
-    assert counts.get("success") == len(ran), (counts, len(ran))
-    assert sum(counts.values()) == len(ran), counts
-    assert set(times) == set(published), "tasks ran that nobody published, or some never ran"
+    # What celery-observe counted is what ran: nothing lost, nothing counted twice, but
+    # for the runs Celery's pool flush hid from the main process (see POOL_FLUSH_HIDES).
+    hidden = len(ran) - int(sum(counts.values()))
+    may_hide = min(len(twice), POOL_FLUSH_HIDES) if pool == "prefork" else 0
+    assert 0 <= hidden <= may_hide, (
+        f"counted {counts} of {len(ran)} executions ({len(twice)} tasks ran twice)\n"
+        f"{worker.log()[-4000:]}")
+    assert counts.get("success") == sum(counts.values()), counts
+    assert set(times) <= set(published), "tasks ran that nobody published"
+    lost = set(published) - set(times)
+    worker_log = worker.log()
+    assert len(lost) <= outage.may_lose_undelivered and not any(
+        task_id in worker_log for task_id in lost), (
+        f"never ran: {sorted(lost)}; the worker received "
+        f"{sorted(task_id for task_id in lost if task_id in worker_log)} of them")
     # A second execution is a redelivery of a message whose ack the outage ate: one that
     # started as the broker went away, or (a broker forgetting recent acks) before.
     first = 0 if not outage.keeps_acks else max(0, before - 2 * CONCURRENCY)
@@ -454,7 +487,9 @@ def _ride_out(worker: WorkerProcess, outage: Outage, client: Celery, queue: str,
            f"{before} / {during} / {len(ran) - before - during}")
     figure("published / executed / counted success",
            f"{len(published)} / {len(ran)} / {counts.get('success', 0):.0f}")
-    figure("redelivered (ran twice, counted twice)", str(len(twice)))
+    figure("redelivered (ran twice)", str(len(twice)))
+    figure("runs hidden by Celery's pool flush (ran, not reported, redelivered)", str(hidden))
+    figure("lost by the transport before delivery (KOMBU_BRPOP_GAP)", str(len(lost)))
     figure("worker main process before the outage", str(baseline))
     figure("worker main process after recovery", str(after))
 
