@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from ..cardinality import OVERFLOW, BoundedLabel
-from .history import FinishedTask, TaskHistory
+from .history import TaskHistory
 from .metrics import TaskMetrics
 from .outcome import Outcome
 from .task_series import (
@@ -88,7 +88,7 @@ class Recorder:
         elapsed = None if started_at is None else max(0.0, self._clock() - started_at)
         ended = self._wall_clock()
         status = outcome.status
-        self.history.append(FinishedTask(
+        self.history.append((
             task_id, task_name, status, None if elapsed is None else ended - elapsed,
             ended, outcome.error_type))
         with series.lock:
