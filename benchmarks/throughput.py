@@ -6,10 +6,9 @@ not timed. The drain is timed from Redis alone (see :func:`queueing.measure_drai
 no variant is asked anything during its run. The observed worker is scraped every 5 s,
 as Prometheus would. Variants alternate within each round (7 by default, as issue 15's
 goal is defined; every other round in reverse order), and each variant is compared with
-plain round by round, so that drift
-of the machine between rounds cancels out: the ratio is the median of the rounds'
-ratios. The main process's CPU time per task has a goal of its own, as it varies less
-than the rate from run to run.
+plain round by round, so that drift of the machine between rounds cancels out: the ratio
+is the median of the rounds' ratios. The main process's CPU time per task has a goal of
+its own, as it varies less than the rate from run to run.
 """
 
 from __future__ import annotations
