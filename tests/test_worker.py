@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from celery_observe.testing import parse_metrics, wait_until
+from celery_observe.testing import WorkerError, parse_metrics, wait_until
 
 from .workers import WorkerProcess
 
@@ -158,3 +158,18 @@ def test_shutdown_releases_the_port(broker: str, client: Celery, queue_name: str
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", worker.port or 0))
         again.listen()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_worker_that_does_not_stop_in_time_shows_where_it_is(broker: str, client: Celery,
+                                                               queue_name: str) -> None:
+    """stop() fails on a worker still busy when its time is up, with every thread's stack
+    in the message (Celery's SIGUSR1 dump), so a hang says where it hangs; then kills it."""
+    worker = WorkerProcess(broker, queue_name, pool="solo")
+    with worker:
+        client.send_task("tests.workerapp.sleep", (60,), queue=queue_name)
+        wait_until(lambda: "tests.workerapp.sleep" in worker.get("/status")[2].decode(), 20,
+                   "the task to run")
+        with pytest.raises(WorkerError, match=r"(?s)ignored 15 for 1 s.*in sleep\n"):
+            worker.stop(timeout=1)
+    assert worker.process is not None and worker.process.returncode == -signal.SIGKILL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -166,9 +167,10 @@ class ObservedWorker(ServedOverHttp):
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` and wait for the worker to exit; returns its exit code.
 
-        A worker that ignores ``sig`` for ``timeout`` s is killed (its whole process
-        group) and the call fails. Pool children are not killed otherwise: a test may want
-        to see them exit by themselves.
+        A worker that ignores ``sig`` for ``timeout`` s is asked for its threads' stacks
+        (Celery's own SIGUSR1 handler writes them to the log, so the failure shows where
+        it hangs), then killed (its whole process group), and the call fails. Pool
+        children are not killed otherwise: a test may want to see them exit by themselves.
         """
         process = self.process
         if process is None:
@@ -178,6 +180,7 @@ class ObservedWorker(ServedOverHttp):
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks(process)
                 kill_group(process)
                 process.wait(10)
                 message = f"worker ignored {sig} for {timeout} s:\n{self.log()}"
@@ -185,3 +188,17 @@ class ObservedWorker(ServedOverHttp):
                 raise WorkerError(message) from None
         release(process)
         return process.returncode
+
+    def _dump_stacks(self, process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+        """Have a hung worker log every thread's stack (Celery's SIGUSR1 handler) and wait
+        until its log stops growing, up to ``timeout`` s."""
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGUSR1)
+        sizes: list[int] = []
+
+        def log_settled() -> bool:
+            sizes.append(len(self.log()))
+            return len(sizes) > 4 and sizes[-1] == sizes[-5] > sizes[0]
+
+        with contextlib.suppress(WaitTimeoutError):
+            wait_until(log_settled, timeout, "the worker to log its stacks", interval=0.1)
